@@ -1,0 +1,1 @@
+"""Bundled data: the tag vocabulary and the generated demo world."""
