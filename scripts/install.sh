@@ -14,7 +14,7 @@ if [ "$dev" = 1 ]; then
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   # The end-to-end UI tests drive Debian's Chromium through Playwright (no browser download).
