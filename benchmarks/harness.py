@@ -123,7 +123,7 @@ class Report:
     def table(self) -> str:
         cells = [self.columns] + [[_fmt(v) for v in row] for row in self.rows]
         widths = [max(len(str(row[i])) for row in cells) for i in range(len(self.columns))]
-        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in cells]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 
