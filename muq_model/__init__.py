@@ -1,1 +1,27 @@
-"""MuQ-MuLan in plain PyTorch: configs, model parts, checkpoint I/O and the embedding API."""
+"""MuQ-MuLan in plain PyTorch: configs, model parts, checkpoint I/O and the embedding API.
+
+Names are imported lazily so that `import muq_model.commands` (CLI help) does not load torch.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ClipEmbeddings": "muq_model.clips",
+    "ClipPolicy": "muq_model.clips",
+    "ModalModelConfig": "muq_model.config",
+    "MuLanConfig": "muq_model.config",
+    "MuLanTransformerConfig": "muq_model.config",
+    "MuQConfig": "muq_model.config",
+    "MuQMuLanConfig": "muq_model.config",
+    "MuQMuLan": "muq_model.model",
+    "TokenizerMissingError": "muq_model.model",
+    "CheckpointError": "muq_model.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'muq_model' has no attribute {name!r}")

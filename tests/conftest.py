@@ -49,6 +49,18 @@ def no_network(monkeypatch):
     yield
 
 
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A small random MuQ-MuLan (seeded, eval mode, tokenizer from the bundled all-MiniLM-L6-v2 files).
+    Shared by the whole session: do not modify its weights; build your own for training tests."""
+    import torch
+
+    from muq_model import MuQMuLan, MuQMuLanConfig
+
+    torch.manual_seed(0)
+    return MuQMuLan(MuQMuLanConfig.tiny()).eval()
+
+
 def pytest_configure(config):
     from muq_model.runtime import configure_threads
 

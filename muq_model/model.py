@@ -1,0 +1,279 @@
+"""MuQMuLan: the music-text embedding model and the embedding API every other package uses.
+
+Inference API (no gradients, float32 CPU results, deterministic and batch-invariant):
+`embed_audio`, `embed_clips`, `embed_text`, `embed_text_ids`, `similarity`, `fingerprint`.
+Training hooks (differentiable, unit-norm latents): `encode_audio`, `encode_text_ids`, `freeze`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embedding
+from muq_model.config import MuQMuLanConfig
+from muq_model.mulan import AudioTower, TextTower
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
+
+
+class TokenizerMissingError(RuntimeError):
+    """embed_text was called on a model loaded without a tokenizer."""
+
+
+class MuQMuLan(nn.Module):
+    def __init__(self, config: MuQMuLanConfig, *, tokenizer="auto", official_compat: bool = True):
+        """tokenizer: a transformers tokenizer, None (no text embedding), or "auto" = whatever is
+        available offline for config.text_model.name (see checkpoint.find_tokenizer)."""
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.audio = AudioTower(config.audio_model, config.muq, config.audio_transformer)
+        self.text = TextTower(config.text_model, config.text_encoder_config, config.text_transformer)
+        self.audio_to_latents = nn.Linear(config.audio_transformer.dim, config.mulan.dim_latent)
+        self.text_to_latents = nn.Linear(config.text_transformer.dim, config.mulan.dim_latent)
+        if tokenizer == "auto":
+            from muq_model.checkpoint import find_tokenizer
+
+            tokenizer = find_tokenizer(config)
+        self.tokenizer = tokenizer
+        self.official_compat = official_compat
+        self.clip_policy = ClipPolicy(config.clip_samples, official_compat=official_compat)
+        self.model_id = "random-init"
+        self.clip_batch_samples = DEFAULT_CLIP_BATCH_SAMPLES
+
+    # ---- facts --------------------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.mulan.sr
+
+    @property
+    def clip_samples(self) -> int:
+        return self.config.clip_samples
+
+    @property
+    def dim(self) -> int:
+        return self.config.mulan.dim_latent
+
+    @property
+    def has_tokenizer(self) -> bool:
+        return self.tokenizer is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.audio_to_latents.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.audio_to_latents.weight.dtype
+
+    # ---- differentiable paths (training) ------------------------------------------------------------
+
+    def encode_audio(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, S) clips at 24 kHz -> (B, dim) unit-norm latents, with gradients."""
+        return F.normalize(self.audio_to_latents(self.audio(clips.to(self.device))), dim=-1)
+
+    def encode_text_ids(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, pad_aware: bool = True
+    ) -> torch.Tensor:
+        """(B, L) token ids -> (B, dim) unit-norm latents, with gradients through the MuLan transformer
+        (and through the text encoder only if `freeze(text_encoder=False)` was called).
+
+        pad_aware=True masks padding in the MuLan transformer and the mean; False is the official
+        pooling, where padding counts (spec Q-N7)."""
+        input_ids = input_ids.to(self.device)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        pooled = self.text(input_ids, attention_mask.to(self.device), pad_aware=pad_aware)
+        return F.normalize(self.text_to_latents(pooled), dim=-1)
+
+    def freeze(self, *, audio: bool | None = None, text: bool | None = None, text_encoder: bool | None = None):
+        """Switch requires_grad per part: `audio` = the whole audio tower + audio_to_latents, `text` =
+        the MuLan text transformer + proj + text_to_latents, `text_encoder` = the pretrained text encoder
+        (frozen by default, as upstream). None leaves a part as it is. Returns self."""
+        if audio is not None:
+            for p in [*self.audio.parameters(), *self.audio_to_latents.parameters()]:
+                p.requires_grad_(not audio)
+        if text is not None:
+            parts = [self.text.transformer, self.text.proj, self.text_to_latents]
+            for p in (p for part in parts for p in part.parameters()):
+                p.requires_grad_(not text)
+        if text_encoder is not None:
+            self.text.frozen_encoder = text_encoder
+            for p in self.text.model.parameters():
+                p.requires_grad_(not text_encoder)
+        return self
+
+    # ---- audio --------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def embed_clips(self, clips) -> torch.Tensor:
+        """(B, S) float32 clips at 24 kHz, equal lengths -> (B, dim) float32 CPU, each row unit norm."""
+        clips = torch.as_tensor(clips, dtype=torch.float32)
+        if clips.dim() == 1:
+            clips = clips[None]
+        if clips.dim() != 2:
+            raise ValueError(f"embed_clips expects (batch, samples), got shape {tuple(clips.shape)}")
+        pooled = self.audio(clips.to(self.device))  # (B, audio_transformer.dim)
+        # One matrix-vector product per row: a (B, d) GEMM can round differently from the B = 1 GEMV,
+        # and a clip's vector must not depend on the batch it was computed in.
+        latents = torch.stack([self.audio_to_latents(row) for row in pooled])
+        return F.normalize(latents, dim=-1).float().cpu()
+
+    @torch.inference_mode()
+    def embed_audio(self, waves: Sequence, sample_rate: int | None = None, *, return_clips: bool = False):
+        """Track embeddings (N, dim) for a list of 1-D waveforms of any lengths.
+
+        Each track is cut by the clip policy (see muq_model.clips); clips of all tracks are embedded in
+        batches of equal-length clips up to `clip_batch_samples`; a track's vector is the mean of its
+        unit-norm clip vectors (not renormalised). With return_clips=True also returns one
+        ClipEmbeddings (per-clip vectors, start seconds) per track.
+        """
+        if isinstance(waves, (torch.Tensor, np.ndarray)) and np.ndim(waves) == 1:
+            waves = [waves]
+        sample_rate = sample_rate or self.sample_rate
+        tracks = []  # (clips, starts) per track
+        for i, wave in enumerate(waves):
+            wave = torch.as_tensor(np.asarray(wave) if not isinstance(wave, torch.Tensor) else wave).float()
+            if wave.dim() != 1:
+                raise ValueError(f"waveform {i} must be 1-D mono samples, got shape {tuple(wave.shape)}")
+            if wave.numel() == 0:
+                raise ValueError(f"waveform {i} is empty")
+            if sample_rate != self.sample_rate:
+                wave = resample(wave, sample_rate, self.sample_rate)
+            tracks.append(split_clips(wave, self.clip_policy))
+
+        flat = [(t, c) for t, (clips, _) in enumerate(tracks) for c in range(len(clips))]
+        clip_vectors: dict[tuple[int, int], torch.Tensor] = {}
+        by_length: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for t, c in flat:
+            by_length[tracks[t][0][c].numel()].append((t, c))
+        for length, members in by_length.items():
+            per_batch = max(1, self.clip_batch_samples // length)
+            for i in range(0, len(members), per_batch):
+                group = members[i : i + per_batch]
+                batch = torch.stack([tracks[t][0][c] for t, c in group])
+                for key, vector in zip(group, self.embed_clips(batch), strict=True):
+                    clip_vectors[key] = vector
+
+        per_track, out = [], []
+        for t, (clips, starts) in enumerate(tracks):
+            vectors = torch.stack([clip_vectors[(t, c)] for c in range(len(clips))])  # (n_clips, dim)
+            out.append(track_embedding(vectors))
+            per_track.append(ClipEmbeddings(vectors, torch.tensor(starts, dtype=torch.float64) / self.sample_rate))
+        result = torch.stack(out) if out else torch.empty(0, self.dim)
+        return (result, per_track) if return_clips else result
+
+    # ---- text ---------------------------------------------------------------------------------------
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise TokenizerMissingError(
+                "this model has no text tokenizer, so it cannot embed text (audio embedding still works). "
+                "Pass tokenizer='path/to/xlm-roberta-base' (a directory with the tokenizer files, or a "
+                "transformers tokenizer object) to MuQMuLan.from_pretrained, put the tokenizer files in the "
+                "model directory (`muqsearch model convert` does this), or download 'xlm-roberta-base' "
+                "into the Hugging Face cache while online."
+            )
+        return self.tokenizer
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (with the special tokens), truncated to the encoder's position table with
+        a warning instead of crashing (spec Q-M5 fix)."""
+        tokenizer = self._require_tokenizer()
+        if isinstance(texts, str):
+            raise TypeError("embed_text expects a list of strings, got a single string")
+        limit = self.text.max_positions
+        ids = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__}, expected str")
+            tokens = tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"]
+            if len(tokens) > limit:
+                warnings.warn(f"text {i} has {len(tokens)} tokens; truncated to {limit}", stacklevel=3)
+                tokens = tokenizer(text, add_special_tokens=True, truncation=True, max_length=limit)["input_ids"]
+            ids.append(tokens)
+        return ids
+
+    @torch.inference_mode()
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, dim) float32 CPU, unit norm. Batch-invariant: every text runs on its own, unpadded, so it
+        gets bit-identically the vector it gets alone (which is also the official single-text result;
+        padded batches would change it, spec Q-N7, and even unpadded batches change GEMM rounding)."""
+        return self._embed_token_lists(self.tokenize(texts))
+
+    @torch.inference_mode()
+    def embed_text_ids(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """(B, L) token ids (+ mask, 1 = token) -> (N, dim), batch-invariant like embed_text: padding is
+        stripped and every sequence runs unpadded. For the official padded-batch numbers use
+        `encode_text_ids(..., pad_aware=False)`."""
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        mask = torch.ones_like(input_ids) if attention_mask is None else torch.as_tensor(attention_mask)
+        if mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {tuple(mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        return self._embed_token_lists([row[m.bool()].tolist() for row, m in zip(input_ids, mask, strict=True)])
+
+    def _embed_token_lists(self, token_lists: list[list[int]]) -> torch.Tensor:
+        out = torch.empty(len(token_lists), self.dim)
+        for i, tokens in enumerate(token_lists):
+            if not tokens:
+                raise ValueError(f"text {i} has no tokens")
+            out[i] = self.encode_text_ids(torch.tensor([tokens], dtype=torch.long))[0].float().cpu()
+        return out
+
+    # ---- comparison, identity -----------------------------------------------------------------------
+
+    @staticmethod
+    def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Dot product (official `calc_similarity`): (dim,)/(N, dim) x (dim,)/(M, dim)."""
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        return a @ (b.mT if b.dim() == 2 else b)
+
+    def weights_hash(self) -> str:
+        """SHA-256 (16 hex) over every tensor of the state_dict in key order (a few seconds at full size)."""
+        from muq_model.checkpoint import state_dict_hash
+
+        return state_dict_hash(self.state_dict())
+
+    def fingerprint(self) -> dict:
+        """Identifies which vectors this model produces; the catalog never mixes fingerprints."""
+        return {
+            "model_id": self.model_id,
+            "config_hash": self.config.hash(),
+            "weights_hash": self.weights_hash(),
+            "clip_policy": self.clip_policy.describe(),
+        }
+
+    # ---- checkpoint I/O (muq_model.checkpoint does the work) ----------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, tokenizer=None, device=None, dtype=None,
+                        official_compat: bool = True) -> MuQMuLan:
+        from muq_model.checkpoint import load_pretrained
+
+        return load_pretrained(cls, name_or_path, tokenizer=tokenizer, device=device, dtype=dtype,
+                               official_compat=official_compat)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from muq_model.checkpoint import save_pretrained
+
+        return save_pretrained(self, directory)
+
+
+def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    import torchaudio
+
+    return torchaudio.functional.resample(wave, orig_sr, new_sr)

@@ -1,0 +1,155 @@
+"""MuLan towers: the lucidrains-style transformer (cosine attention, GEGLU) and the audio/text towers
+(spec section 4). Parameter names follow the official checkpoint, including the Sequential indices
+(`layers.{i}.0` = attention, `layers.{i}.1.{0,1,4}` = feed-forward; spec Q-W5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from muq_model.config import ModalModelConfig, MuLanTransformerConfig, MuQConfig
+from muq_model.muq import MuQModel
+
+
+class LayerNormNoBias(nn.Module):
+    """LayerNorm with a learned scale and no bias (upstream keeps a zero non-persistent buffer)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.learned_gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.learned_gamma)
+
+
+class GEGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = x.chunk(2, dim=-1)
+        return x * F.gelu(gate)  # first half * GELU(second half) (spec Q-N5)
+
+
+class Attention(nn.Module):
+    """Cosine attention: L2-normalised q and k times learned per-dim scales, fixed scale 8 (Q-N6)."""
+
+    scale = 8.0
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.norm = LayerNormNoBias(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
+        self.q_scale = nn.Parameter(torch.ones(dim_head))
+        self.k_scale = nn.Parameter(torch.ones(dim_head))
+        self.attn_dropout = nn.Dropout(dropout)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, _ = x.shape
+        x = self.norm(x)
+        q = self.to_q(x)
+        k, v = self.to_kv(x).chunk(2, dim=-1)  # k first, then v
+        q, k, v = (t.view(b, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, H, N, dh)
+        q = F.normalize(q, dim=-1) * self.q_scale
+        k = F.normalize(k, dim=-1) * self.k_scale
+        sim = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, H, N, N)
+        if key_mask is not None:  # (B, N) True = real token
+            sim = sim.masked_fill(~key_mask[:, None, None, :], -torch.finfo(sim.dtype).max)
+        attn = self.attn_dropout(sim.softmax(dim=-1))
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, -1)  # (B, N, H * dh)
+        return self.to_out(out)
+
+
+def feed_forward(dim: int, mult: int, dropout: float) -> nn.Sequential:
+    inner = int(dim * mult * 2 / 3)
+    return nn.Sequential(
+        LayerNormNoBias(dim), nn.Linear(dim, 2 * inner, bias=False), GEGLU(), nn.Dropout(dropout),
+        nn.Linear(inner, dim, bias=False),
+    )
+
+
+class MuLanTransformer(nn.Module):
+    """Pre-norm residual blocks, no positional encoding and no final norm (spec 4.3)."""
+
+    def __init__(self, config: MuLanTransformerConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([
+                Attention(config.dim, config.heads, config.dim_head, config.attn_dropout),
+                feed_forward(config.dim, config.ff_mult, config.ff_dropout),
+            ])
+            for _ in range(config.tf_depth)
+        )
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        for attn, ff in self.layers:
+            x = x + attn(x, key_mask)
+            x = x + ff(x)
+        return x
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim 1; over the True positions only when a (B, N) mask is given."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype)[..., None]
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class AudioTower(nn.Module):
+    """MuQ -> hidden state `use_layer_idx` -> proj -> MuLan transformer -> mean over time."""
+
+    def __init__(self, model_config: ModalModelConfig, muq: MuQConfig, transformer: MuLanTransformerConfig):
+        super().__init__()
+        self.use_layer_idx = model_config.use_layer_idx
+        self.model = MuQModel(muq)
+        self.proj = nn.Linear(muq.encoder_dim, transformer.dim)
+        self.transformer = MuLanTransformer(transformer)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(clips)[self.use_layer_idx]  # (B, T', D_muq)
+        return self.transformer(self.proj(hidden)).mean(dim=1)  # (B, dim)
+
+
+def build_text_encoder(hf_config: dict) -> nn.Module:
+    """A transformers encoder (XLMRobertaModel, BertModel, ...) built from its config, offline, no pooler."""
+    values = dict(hf_config)
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        raise ValueError("text encoder config (text_model.hf_config) needs a 'model_type', e.g. 'xlm-roberta'")
+    config = transformers.AutoConfig.for_model(model_type, **values)
+    encoder_class = transformers.MODEL_MAPPING[type(config)]
+    return encoder_class(config, add_pooling_layer=False)
+
+
+class TextTower(nn.Module):
+    """Pretrained text encoder -> proj (Identity when model_dim is null) -> MuLan transformer -> mean.
+
+    `pad_aware=False` reproduces the official pooling: the MuLan transformer attends over padding and
+    the mean includes pad positions (Q-N7), so a text's vector depends on its batch. `pad_aware=True`
+    masks padding in both places; for an unpadded sequence the two are the same computation.
+    """
+
+    def __init__(self, model_config: ModalModelConfig, hf_config: dict, transformer: MuLanTransformerConfig):
+        super().__init__()
+        self.model = build_text_encoder(hf_config)
+        width = hf_config["hidden_size"]
+        self.proj = nn.Identity() if model_config.model_dim is None else nn.Linear(width, transformer.dim)
+        self.transformer = MuLanTransformer(transformer)
+        self.frozen_encoder = True  # official: the encoder always runs under no_grad (Q-T9)
+
+    @property
+    def max_positions(self) -> int:
+        config = self.model.config
+        offset = config.pad_token_id + 1 if config.model_type in ("xlm-roberta", "roberta") else 0
+        return config.max_position_embeddings - offset
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_aware: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, W)
+        key_mask = attention_mask.bool() if pad_aware else None
+        x = self.transformer(self.proj(hidden), key_mask)  # (B, L, dim)
+        return masked_mean(x, key_mask)  # (B, dim)
