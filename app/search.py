@@ -1,0 +1,571 @@
+"""The search service: the one place the CLI, the web UI and the HTTP API ask questions of a library.
+
+text -> music     rank tracks by the track index; with ``moments`` each result also carries its best
+                  10 s segment (start/end seconds), scored against that track's segment vectors
+music -> music    a library track (by id) or any audio file; the query track never returns itself
+music -> text     the built-in tag vocabulary and the user's text collections, scored against the audio
+filters           metadata (artist, album, year, duration, tags) become a set of allowed track ids that
+                  the vector search is restricted to (``indexer.ann.search(allowed_ids=...)``): exact for
+                  small sets, widened ANN for large ones, so a filter never drops a better match
+
+A :class:`Snapshot` is everything one index generation needs (FAISS indexes plus the catalog metadata
+of the tracks they hold). Queries take the current snapshot once and use only it; when the indexer
+commits a newer generation the service builds a new snapshot and swaps the reference, so in-flight
+queries finish on the old one and no query fails or restarts the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from app.cache import LRUCache
+from app.filters import Filters, TrackColumns
+from indexer.catalog import VOCABULARY_COLLECTION, IndexRun, Segment, Track, TrackTag
+from indexer.vectors import Library, LibraryError, VectorIndexes, index_ids
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 500
+MAX_K = 200
+MAX_AUDIO_SECONDS = 600.0  # an uploaded query is analysed for at most its first 10 minutes
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+RELOAD_CHECK_SECONDS = 1.0
+
+
+class SearchError(Exception):
+    """A question the service cannot answer; the message is meant for the person who asked."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers
+
+
+@dataclass(frozen=True)
+class Moment:
+    start: float  # seconds into the track
+    end: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Result:
+    track_id: int
+    path: str
+    title: str
+    artist: str
+    album: str
+    year: int | None
+    duration: float | None
+    tags: tuple[str, ...]
+    score: float
+    moment: Moment | None = None
+
+    def to_dict(self) -> dict:
+        out = {
+            "track_id": self.track_id,
+            "path": self.path,
+            "title": self.title,
+            "artist": self.artist,
+            "album": self.album,
+            "year": self.year,
+            "duration": self.duration,
+            "score": round(self.score, 6),
+            "tags": list(self.tags),
+        }
+        if self.moment is not None:
+            out.update(start=self.moment.start, end=self.moment.end, moment_score=round(self.moment.score, 6))
+        return out
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    text: str
+    score: float
+    collection: str
+    category: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "score": round(self.score, 6), "collection": self.collection, "category": self.category}
+
+
+@dataclass(frozen=True)
+class Description:
+    """What fits a piece of audio: vocabulary tags, the user's descriptions, and library tracks like it."""
+
+    source: str  # a file name or "track N"
+    tags: list[TextMatch]
+    descriptions: list[TextMatch]
+    similar: list[Result]
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "tags": [t.to_dict() for t in self.tags],
+            "descriptions": [d.to_dict() for d in self.descriptions],
+            "similar": [r.to_dict() for r in self.similar],
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# One index generation
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    indexes: VectorIndexes
+    tracks: TrackColumns  # the tracks the track index holds and the catalog still describes
+    row_of: dict[int, int]  # track id -> row in `tracks`
+    searchable: np.ndarray | None  # (n_index,) ids of `tracks` when the index holds ids the catalog lost
+    segments_of: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # track id -> (segment ids, starts, ends)
+    roots: tuple[str, ...]  # the folders the library was indexed from
+    id_of_path: dict[str, int]  # every servable audio file (absolute, as stored) -> track id
+    index_type: str
+    segment_index_type: str
+
+    @property
+    def generation(self) -> int:
+        return self.indexes.generation
+
+
+def load_snapshot(library: Library) -> Snapshot:
+    """Read the current generation's indexes and the catalog rows of every track they hold."""
+    indexes = library.load()
+    held = index_ids(indexes.tracks)
+    with library.catalog.session() as s:
+        rows = s.execute(
+            select(Track.id, Track.path, Track.title, Track.artist, Track.album, Track.year, Track.duration)
+            .where(Track.id.in_(held.tolist()))
+            .order_by(Track.id)
+        ).all()
+        tag_rows = s.execute(
+            select(TrackTag.track_id, TrackTag.tag, TrackTag.source, TrackTag.score)
+            .where(TrackTag.track_id.in_(held.tolist()))
+        ).all()
+        segment_rows = s.execute(
+            select(Segment.id, Segment.track_id, Segment.start, Segment.end)
+            .where(Segment.id.in_(index_ids(indexes.segments).tolist()))
+            .order_by(Segment.track_id, Segment.index)
+        ).all()
+        roots = sorted({root for (value,) in s.execute(select(IndexRun.roots)) for root in json.loads(value or "[]")})
+    # auto-tags by score, then the file's own genres
+    by_track: dict[int, list[tuple[int, float, str]]] = {}
+    for track_id, tag, source, score in tag_rows:
+        rank = (0, -(score or 0.0)) if source == "auto" else (1, 0.0)
+        by_track.setdefault(track_id, []).append((*rank, tag))
+    tags = [tuple(dict.fromkeys(t for *_, t in sorted(by_track.get(r.id, [])))) for r in rows]
+    tracks = TrackColumns(
+        ids=np.array([r.id for r in rows], dtype=np.int64),
+        paths=[r.path for r in rows],
+        titles=[r.title or Path(r.path).stem for r in rows],
+        artists=[r.artist or "" for r in rows],
+        albums=[r.album or "" for r in rows],
+        years=np.array([np.nan if r.year is None else r.year for r in rows], dtype=np.float64),
+        durations=np.array([np.nan if r.duration is None else r.duration for r in rows], dtype=np.float64),
+        tags=tags,
+        tag_sets=[frozenset(t.casefold() for t in ts) for ts in tags],
+    )
+    segments: dict[int, list[tuple[int, float, float]]] = {}
+    for seg_id, track_id, start, end in segment_rows:
+        segments.setdefault(track_id, []).append((seg_id, start, end))
+    segments_of = {
+        t: (np.array([s[0] for s in rows_], np.int64), np.array([s[1] for s in rows_]), np.array([s[2] for s in rows_]))
+        for t, rows_ in segments.items()
+    }
+    if not roots:  # a catalog filled without index runs: the folders holding the tracks
+        roots = sorted({str(Path(p).parent) for p in tracks.paths})
+    return Snapshot(
+        indexes=indexes,
+        tracks=tracks,
+        row_of={int(t): i for i, t in enumerate(tracks.ids)},
+        searchable=None if len(rows) == held.size else tracks.ids,
+        segments_of=segments_of,
+        roots=tuple(roots),
+        id_of_path={p: int(t) for p, t in zip(tracks.paths, tracks.ids, strict=True)},
+        index_type=library.catalog.get_meta("index_type") or "flat",
+        segment_index_type=library.catalog.get_meta("segment_index_type") or "flat",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+
+
+@dataclass
+class TextBank:
+    """One text collection's texts and embeddings, as matrices ready to score."""
+
+    name: str
+    texts: list[str]
+    categories: list[str | None]
+    vectors: np.ndarray  # (n, dim) unit rows
+
+
+@dataclass
+class ServiceLimits:
+    max_query_chars: int = MAX_QUERY_CHARS
+    max_k: int = MAX_K
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
+
+
+@dataclass
+class SearchService:
+    """Answers text->music, music->music and music->text questions about one library with one model."""
+
+    library_dir: Path
+    model: object  # muq_model.MuQMuLan (typed loosely: importing torch here would slow `--help`)
+    model_name: str = ""
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    query_cache_size: int = 1024
+    reload_check_seconds: float = RELOAD_CHECK_SECONDS
+
+    def __post_init__(self):
+        self.library_dir = Path(self.library_dir)
+        self.query_cache: LRUCache[np.ndarray] = LRUCache(self.query_cache_size)
+        self._library: Library | None = None
+        self._snapshot: Snapshot | None = None
+        self._snapshot_error: str | None = None
+        self._reload_lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one forward pass at a time: two cores, no oversubscription
+        self._checked_at = 0.0
+        self._text_banks: dict[str, TextBank] = {}
+        self._fingerprint = self.model.fingerprint()
+        self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
+        self.reload()
+
+    # ---- the library and its generations ----------------------------------------------------------
+
+    @property
+    def library(self) -> Library:
+        if self._library is None:
+            self._library = Library.open(self.library_dir)
+        return self._library
+
+    def close(self) -> None:
+        if self._library is not None:
+            self._library.close()
+            self._library = None
+
+    def reload(self) -> bool:
+        """Load the current generation if it is newer than the one in use; True when it swapped.
+
+        A failed load (an empty library, a generation that vanished mid-read) keeps serving the old
+        snapshot and remembers the reason for :meth:`snapshot` to report.
+        """
+        with self._reload_lock:
+            self._checked_at = time.monotonic()
+            try:
+                if not (self.library_dir / "catalog.sqlite").exists():
+                    raise LibraryError(f"no library at {self.library_dir} yet")
+                current = self._snapshot
+                if current is not None and self.library.generation <= current.generation:
+                    return False
+                snapshot = load_snapshot(self.library)
+            except (LibraryError, RuntimeError, OSError) as exc:
+                if self._snapshot is None:
+                    self._snapshot_error = str(exc)
+                log.info("library not (re)loaded: %s", exc)
+                return False
+            library_fp = snapshot.indexes.fingerprint
+            if library_fp != self._fingerprint:
+                self._snapshot_error = (
+                    f"this library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "
+                    f"but the running model is {self.model_name or self._fingerprint.get('model_id')!r}; "
+                    "vectors of different models cannot be compared. Start with the library's model "
+                    "(--model) or index the music again with this one."
+                )
+                return False
+            self._snapshot, self._snapshot_error = snapshot, None
+            log.info("serving index generation %d (%d tracks)", snapshot.generation, len(snapshot.tracks.ids))
+            return True
+
+    def snapshot(self) -> Snapshot:
+        """The generation to answer from, checking (at most every ``reload_check_seconds``) for a newer one."""
+        if time.monotonic() - self._checked_at >= self.reload_check_seconds and not self._reload_lock.locked():
+            self.reload()
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise SearchError(self._empty_message())
+        if len(snapshot.tracks.ids) == 0:
+            raise SearchError(self._empty_message())
+        return snapshot
+
+    def _empty_message(self) -> str:
+        if self._snapshot_error and "different models" in self._snapshot_error:
+            return self._snapshot_error
+        return (
+            f"The library at {self.library_dir} has no indexed tracks yet. Index a music folder with "
+            f"`muqsearch index ~/Music --library {self.library_dir}`; the search picks the new tracks up "
+            "without a restart."
+        )
+
+    # ---- text -> music -----------------------------------------------------------------------------
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
+        text = " ".join(str(text).split())
+        if not text:
+            raise SearchError("Type a description of the music you are looking for.")
+        if len(text) > self.limits.max_query_chars:
+            raise SearchError(
+                f"The query is {len(text)} characters long; the limit is {self.limits.max_query_chars}. "
+                "Describe the music in a sentence or two."
+            )
+        if not getattr(self.model, "has_tokenizer", False):
+            raise SearchError(
+                "The running model has no text tokenizer, so it cannot read text queries (describing and "
+                "similar-track search still work). Load a model directory that includes its tokenizer files "
+                "(`muqsearch model convert` writes one) or the hub model with network access once."
+            )
+        return self.query_cache.get_or_compute((self._fingerprint_key, text), lambda: self._embed_texts([text])[0])
+
+    def search(
+        self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False
+    ) -> list[Result]:
+        """Tracks matching a description, best first."""
+        vector = self.embed_query(query)
+        return self._search_vector(self.snapshot(), vector, k, filters, moments, exclude=())
+
+    # ---- music -> music ----------------------------------------------------------------------------
+
+    def similar(
+        self, source: int | str | os.PathLike, k: int = 10, *, filters: Filters | None = None,
+        moments: bool = False,
+    ) -> list[Result]:
+        """Library tracks that sound like a library track (by id) or an audio file; never the track itself."""
+        snapshot = self.snapshot()
+        vector, exclude, _ = self._audio_query(snapshot, source)
+        return self._search_vector(snapshot, vector, k, filters, moments, exclude=exclude)
+
+    # ---- music -> text -----------------------------------------------------------------------------
+
+    def describe(self, source: int | str | os.PathLike, k: int = 10, *, similar_k: int = 5) -> Description:
+        """The vocabulary tags and user descriptions that fit the audio best, and library tracks like it."""
+        snapshot = self._snapshot_or_none()
+        if snapshot is None and _as_track_id(source) is not None:
+            self.snapshot()  # raises the empty-library message
+        vector, exclude, label = self._audio_query(snapshot, source)
+        k = self._check_k(k)
+        tags: list[TextMatch] = []
+        descriptions: list[TextMatch] = []
+        for bank in self.text_banks():
+            scores = bank.vectors @ vector
+            best = np.argsort(-scores, kind="stable")[:k]
+            matches = [TextMatch(bank.texts[i], float(scores[i]), bank.name, bank.categories[i]) for i in best]
+            (tags if bank.name == VOCABULARY_COLLECTION else descriptions).extend(matches)
+        descriptions.sort(key=lambda m: -m.score)
+        similar = []
+        if snapshot is not None and similar_k > 0:
+            similar = self._search_vector(snapshot, vector, similar_k, None, False, exclude=exclude)
+        return Description(label, tags, descriptions[:k], similar)
+
+    def text_banks(self) -> list[TextBank]:
+        """The vocabulary and every user collection, embedded with the running model (cached in the catalog)."""
+        from app import texts
+
+        try:
+            return texts.load_banks(self, self._text_banks)
+        except texts.TextsUnavailable as exc:
+            raise SearchError(str(exc)) from exc
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _snapshot_or_none(self) -> Snapshot | None:
+        try:
+            return self.snapshot()
+        except SearchError:
+            return None
+
+    def _check_k(self, k) -> int:
+        try:
+            k = int(k)
+        except (TypeError, ValueError) as exc:
+            raise SearchError(f"k must be a whole number of results, got {k!r}") from exc
+        if not 1 <= k <= self.limits.max_k:
+            raise SearchError(f"k must be between 1 and {self.limits.max_k}, got {k}")
+        return k
+
+    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        with self._model_lock:
+            return self.model.embed_text(list(texts)).numpy().astype(np.float32)
+
+    def embed_file(self, path: str | os.PathLike) -> np.ndarray:
+        """(dim,) unit vector of an audio file's first ``max_audio_seconds`` (the track embedding, renormalised)."""
+        from indexer.audio import AudioDecodeError, stream_audio
+
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise SearchError(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
+        if size > self.limits.max_upload_bytes:
+            raise SearchError(
+                f"{path.name} is {size / 2**20:.1f} MB; the limit is {self.limits.max_upload_bytes / 2**20:.0f} MB. "
+                "Use a shorter excerpt of the track."
+            )
+        budget = int(self.limits.max_audio_seconds * self.model.sample_rate)
+        chunks, taken = [], 0
+        try:
+            for chunk in stream_audio(path, self.model.sample_rate):
+                chunks.append(chunk[: budget - taken])
+                taken += len(chunks[-1])
+                if taken >= budget:
+                    break
+        except AudioDecodeError as exc:
+            raise SearchError(f"Cannot decode {path.name} as audio: {exc.reason}") from exc
+        if not chunks:
+            raise SearchError(f"{path.name} holds no audio samples.")
+        with self._model_lock:
+            vector = self.model.embed_audio([np.concatenate(chunks)], sample_rate=self.model.sample_rate)[0]
+        vector = vector.numpy().astype(np.float32)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def _audio_query(self, snapshot: Snapshot | None, source) -> tuple[np.ndarray, tuple[int, ...], str]:
+        """(query vector, track ids to exclude, label) for a track id, a library path or an audio file."""
+        track_id = _as_track_id(source)
+        if track_id is None and snapshot is not None:
+            track_id = self.track_id_of_path(snapshot, source)
+        if track_id is not None:
+            if snapshot is None or track_id not in snapshot.row_of:
+                raise SearchError(f"There is no track {track_id} in this library.")
+            vector = snapshot.indexes.track_vectors([track_id])[0]
+            return vector, (track_id,), f"track {track_id}: {snapshot.tracks.titles[snapshot.row_of[track_id]]}"
+        path = Path(source)
+        return self.embed_file(path), (), path.name
+
+    @staticmethod
+    def track_id_of_path(snapshot: Snapshot, source) -> int | None:
+        if not isinstance(source, (str, os.PathLike)):
+            return None
+        return snapshot.id_of_path.get(os.fspath(source))
+
+    def _search_vector(
+        self, snapshot: Snapshot, vector: np.ndarray, k, filters: Filters | None, moments: bool,
+        exclude: tuple[int, ...],
+    ) -> list[Result]:
+        k = self._check_k(k)
+        track_ids, scores = rank_tracks(snapshot, vector, k, filters, exclude)
+        return [self._result(snapshot, int(t), float(s), vector if moments else None) for t, s in zip(track_ids, scores, strict=True)]
+
+    def _result(self, snapshot: Snapshot, track_id: int, score: float, query: np.ndarray | None) -> Result:
+        row = snapshot.row_of[track_id]
+        t = snapshot.tracks
+        year, duration = t.years[row], t.durations[row]
+        return Result(
+            track_id=track_id,
+            path=t.paths[row],
+            title=t.titles[row],
+            artist=t.artists[row],
+            album=t.albums[row],
+            year=None if np.isnan(year) else int(year),
+            duration=None if np.isnan(duration) else round(float(duration), 3),
+            tags=t.tags[row],
+            score=score,
+            moment=None if query is None else best_moment(snapshot, track_id, query),
+        )
+
+    # ---- files the UI may serve --------------------------------------------------------------------
+
+    def library_file(self, path: str | os.PathLike) -> str | None:
+        """The stored path if ``path`` names an indexed track, else None (nothing else is ever served)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        text = os.path.abspath(os.fspath(path))
+        if text in snapshot.id_of_path:
+            return text
+        resolved = os.path.realpath(text)
+        return resolved if resolved in snapshot.id_of_path else None
+
+    def roots(self) -> list[str]:
+        snapshot = self._snapshot
+        return list(snapshot.roots) if snapshot is not None else []
+
+    # ---- facts for the Library tab and `status` ----------------------------------------------------
+
+    def summary(self) -> dict:
+        """Counts, errors, model, index type and generation: what the Library tab shows."""
+        snapshot = self._snapshot_or_none()
+        out = {
+            "library": str(self.library_dir),
+            "model": self.model_name or self._fingerprint.get("model_id"),
+            "model_fingerprint": self._fingerprint,
+            "has_tokenizer": bool(getattr(self.model, "has_tokenizer", False)),
+            "tracks": 0,
+            "segments": 0,
+            "errors": [],
+            "generation": None,
+            "index_type": None,
+            "roots": [],
+            "query_cache": {"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},
+            "problem": self._snapshot_error,
+        }
+        if (self.library_dir / "catalog.sqlite").exists():
+            counts = self.library.catalog.counts()
+            out.update(tracks=counts["tracks"], segments=counts["segments"],
+                       audio_hours=round(counts["audio_seconds"] / 3600, 2),
+                       errors=[e.to_dict() for e in self.library.catalog.errors()],
+                       library_model=self.library.catalog.get_meta("model_name"))
+        if snapshot is not None:
+            out.update(generation=snapshot.generation, index_type=snapshot.index_type,
+                       segment_index_type=snapshot.segment_index_type, roots=list(snapshot.roots),
+                       searchable_tracks=len(snapshot.tracks.ids))
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Ranking (pure functions over a snapshot)
+
+
+def rank_tracks(
+    snapshot: Snapshot, query: np.ndarray, k: int, filters: Filters | None = None, exclude: Sequence[int] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(track ids, scores) of the k best tracks that pass the filters, excluding ``exclude``.
+
+    Without filters the index is searched directly, over-fetching by the excluded count. With filters
+    the allowed ids go to ``indexer.ann.search``, which ranks exactly among them (or widens the ANN
+    search by the inverse of their share), so filtering never trades away a better allowed match.
+    """
+    allowed = snapshot.searchable
+    if filters is not None and filters.active:
+        mask = filters.mask(snapshot.tracks)
+        allowed = snapshot.tracks.ids[mask] if allowed is None else np.intersect1d(allowed, snapshot.tracks.ids[mask])
+    fetch = k
+    if allowed is not None:
+        allowed = np.setdiff1d(allowed, np.asarray(exclude, dtype=np.int64))
+        if allowed.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    else:
+        fetch = min(k + len(exclude), int(snapshot.indexes.tracks.ntotal))
+    scores, ids = snapshot.indexes.search_tracks(query[None, :], fetch, allowed_ids=allowed)
+    keep = (ids[0] >= 0) & ~np.isin(ids[0], np.asarray(exclude, dtype=np.int64))
+    return ids[0][keep][:k], scores[0][keep][:k]
+
+
+def best_moment(snapshot: Snapshot, track_id: int, query: np.ndarray) -> Moment | None:
+    """The track's 10 s segment closest to the query (None for a track without segments)."""
+    segment_ids, starts, ends = snapshot.segments_of.get(track_id, (None, None, None))
+    if segment_ids is None or segment_ids.size == 0:
+        return None
+    scores = snapshot.indexes.segment_vectors(segment_ids) @ query
+    best = int(np.argmax(scores))
+    return Moment(start=round(float(starts[best]), 3), end=round(float(ends[best]), 3), score=float(scores[best]))
+
+
+def _as_track_id(source) -> int | None:
+    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        return int(source)
+    if isinstance(source, str) and source.strip().isdigit():
+        return int(source.strip())
+    return None
+

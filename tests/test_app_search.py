@@ -1,0 +1,230 @@
+"""The search service on a generated library indexed with the tiny model: ranking, filters, moments,
+exclusion of the query track, the query cache, text collections, and hot reload under load."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from app.filters import FilterError, Filters
+from app.search import SearchError, SearchService, ServiceLimits
+from indexer.catalog import Segment
+from indexer.vectors import Library
+
+
+def test_text_search_ranks_by_exact_similarity(service, app_library):
+    results = service.search("calm piano for a rainy night", k=5)
+    assert len(results) == 5
+    query = service.embed_query("calm piano for a rainy night")
+    with Library.open(app_library.directory) as lib:
+        ids = sorted(lib.tracks(range(1, 1000)))
+        vectors = lib.load().track_vectors(ids)
+    exact = vectors @ query
+    expected = [ids[i] for i in np.argsort(-exact, kind="stable")[:5]]
+    assert [r.track_id for r in results] == expected
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    np.testing.assert_allclose([r.score for r in results], np.sort(exact)[::-1][:5], rtol=1e-5, atol=1e-6)
+    first = results[0].to_dict()
+    assert {"track_id", "path", "title", "artist", "score", "tags"} <= first.keys()
+    assert "start" not in first
+    assert first["path"] in app_library.paths
+
+
+def test_moments_are_the_best_segment_of_each_track(service, app_library):
+    results = service.search("fast drums", k=len(app_library.paths), moments=True)
+    query = service.embed_query("fast drums")
+    long_track = next(r for r in results if r.duration > 20)  # three segments
+    with Library.open(app_library.directory) as lib, lib.catalog.session() as s:
+        rows = s.execute(select(Segment.start, Segment.end, Segment.embedding)
+                         .where(Segment.track_id == long_track.track_id).order_by(Segment.index)).all()
+    assert len(rows) >= 3
+    scores = [np.frombuffer(r.embedding, np.float32) @ query for r in rows]
+    best = rows[int(np.argmax(scores))]
+    assert (long_track.moment.start, long_track.moment.end) == (pytest.approx(best.start), pytest.approx(best.end))
+    assert long_track.moment.score == pytest.approx(max(scores), abs=1e-5)
+    as_json = long_track.to_dict()
+    assert as_json["start"] == long_track.moment.start and as_json["end"] == long_track.moment.end
+
+
+def test_filters_equal_the_exact_filtered_ranking(service, app_library):
+    """Filtering must not lose recall: the filtered top-k equals brute force over the allowed tracks."""
+    query = service.embed_query("bright strings")
+    everything = service.search("bright strings", k=len(app_library.paths))
+    for expressions in (["artist=ada"], ["year=2001..2010"], ["duration=..20"], ["tag=rock"],
+                        ["artist=bob", "year=1990-2005"], ["album=Second"]):
+        filters = Filters.parse(expressions)
+        got = service.search("bright strings", k=3, filters=filters)
+        expected = [r for r in everything if _passes(r, filters)][:3]
+        assert [r.track_id for r in got] == [r.track_id for r in expected], expressions
+        assert all(_passes(r, filters) for r in got)
+        np.testing.assert_allclose([r.score for r in got], [r.score for r in expected], atol=1e-6)
+    assert query.shape == (service.model.dim,)
+    assert service.search("bright strings", filters=Filters.parse(["artist=nobody at all"])) == []
+
+
+def _passes(result, filters: Filters) -> bool:
+    return (
+        (not filters.artist or filters.artist.casefold() in result.artist.casefold())
+        and (not filters.album or filters.album.casefold() in result.album.casefold())
+        and (filters.year_min is None or (result.year is not None and result.year >= filters.year_min))
+        and (filters.year_max is None or (result.year is not None and result.year <= filters.year_max))
+        and (filters.duration_min is None or result.duration >= filters.duration_min)
+        and (filters.duration_max is None or result.duration <= filters.duration_max)
+        and all(t.casefold() in {x.casefold() for x in result.tags} for t in filters.tags)
+    )
+
+
+def test_filter_expressions_parse_and_fail_clearly():
+    f = Filters.parse(["artist=Ada", "year=1990..1999", "duration=60-", "tag=piano,calm", "album=X"])
+    assert (f.artist, f.year_min, f.year_max, f.duration_min, f.duration_max, f.tags) == (
+        "Ada", 1990, 1999, 60.0, None, ("piano", "calm"))
+    assert f.active and not Filters().active
+    for bad, message in (("colour=red", "unknown key"), ("year", "KEY=VALUE"), ("year=late", "number"),
+                         ("year=2000..1990", "lower bound")):
+        with pytest.raises(FilterError, match=message):
+            Filters.parse([bad])
+
+
+def test_similar_excludes_the_query_track_and_finds_a_copy_first(service, app_library, tmp_path):
+    track_id = service.search("anything", k=1)[0].track_id
+    results = service.similar(track_id, k=len(app_library.paths))
+    assert track_id not in [r.track_id for r in results]
+    assert len(results) == len(app_library.paths) - 1
+    by_path = service.similar(service.snapshot().tracks.paths[0], k=3)
+    assert service.snapshot().tracks.ids[0] not in [r.track_id for r in by_path]
+    # a copy of a library file outside the library is an upload: its original comes first, score ~1
+    original = app_library.paths[4]
+    upload = shutil.copy(original, tmp_path / "upload.wav")
+    first = service.similar(upload, k=2)[0]
+    assert first.path == original and first.score > 0.999
+    with pytest.raises(SearchError, match="no track 999999"):
+        service.similar(999999)
+
+
+def test_describe_scores_vocabulary_and_user_collections(service, app_library, tmp_path):
+    from app import texts
+
+    collection = tmp_path / "briefs.txt"
+    collection.write_text("# my briefs\nwarm analog synth pads\nlo-fi beats to study to\n\nwarm analog synth pads\n")
+    with Library.open(app_library.directory) as lib:
+        info = texts.add_collection(lib.catalog, service.model, collection)
+        assert (info.name, info.count) == ("briefs", 2)
+        with pytest.raises(texts.TextsError, match="exists already"):
+            texts.add_collection(lib.catalog, service.model, collection)
+    description = service.describe(app_library.paths[0], k=5)
+    assert len(description.tags) == 5 and all(t.collection == "builtin:vocabulary" for t in description.tags)
+    assert [t.score for t in description.tags] == sorted((t.score for t in description.tags), reverse=True)
+    assert {d.text for d in description.descriptions} == {"warm analog synth pads", "lo-fi beats to study to"}
+    expected = service.model.embed_text(["lo-fi beats to study to"]).numpy()[0] @ service.snapshot().indexes.track_vectors(
+        [service.snapshot().tracks.ids[0]])[0]
+    got = next(d for d in description.descriptions if d.text == "lo-fi beats to study to")
+    assert got.score == pytest.approx(float(expected), abs=1e-5)
+    assert service.snapshot().tracks.ids[0] not in [r.track_id for r in description.similar]
+    with Library.open(app_library.directory) as lib:
+        texts.remove_collection(lib.catalog, "briefs")
+        with pytest.raises(texts.TextsError, match="no text collection"):
+            texts.remove_collection(lib.catalog, "briefs")
+    assert service.describe(app_library.paths[0], k=5).descriptions == []
+
+
+def test_query_cache_makes_repeats_skip_the_model(service):
+    service.query_cache.clear()
+    calls = []
+    real = service.model.embed_text
+
+    def counting(texts):
+        calls.append(list(texts))
+        return real(texts)
+
+    service.model.embed_text = counting
+    try:
+        first = service.search("  slow   sad piano ", k=3)
+        again = service.search("slow sad piano", k=3)
+    finally:
+        del service.model.embed_text
+    assert calls == [["slow sad piano"]]
+    assert [r.track_id for r in first] == [r.track_id for r in again]
+    assert service.query_cache.hits >= 1
+
+
+def test_bad_questions_get_messages_not_tracebacks(service, tiny_model, app_library, tmp_path):
+    with pytest.raises(SearchError, match="limit is 500"):
+        service.search("x" * 501)
+    with pytest.raises(SearchError, match="Type a description"):
+        service.search("   ")
+    with pytest.raises(SearchError, match="between 1 and"):
+        service.search("piano", k=0)
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("not audio")
+    with pytest.raises(SearchError, match="Cannot decode notes.wav"):
+        service.similar(not_audio)
+    small = SearchService(app_library.directory, tiny_model, limits=ServiceLimits(max_upload_bytes=1000))
+    with pytest.raises(SearchError, match="the limit is"):
+        small.similar(shutil.copy(app_library.paths[0], tmp_path / "big.wav"))
+    empty = SearchService(tmp_path / "no-library", tiny_model)
+    with pytest.raises(SearchError, match="no indexed tracks"):
+        empty.search("piano")
+
+
+def test_model_without_tokenizer_explains_itself(app_library, tiny_model):
+    class NoTokenizer:
+        has_tokenizer = False
+
+        def __getattr__(self, name):
+            return getattr(tiny_model, name)
+
+    service = SearchService(app_library.directory, NoTokenizer())
+    with pytest.raises(SearchError, match="no text tokenizer"):
+        service.search("piano")
+    assert len(service.similar(app_library.paths[1], k=2)) == 2  # audio still works
+
+
+def test_library_file_only_names_indexed_tracks(service, app_library, tmp_path):
+    inside = app_library.paths[0]
+    assert service.library_file(inside) == inside
+    root = app_library.root
+    assert service.library_file(f"{root}/../{root.name}/{inside.rsplit('/', 1)[1]}") == inside
+    (root / "secret.txt").write_text("not yours")
+    assert service.library_file(root / "secret.txt") is None
+    assert service.library_file("/etc/passwd") is None
+    assert service.library_file(f"{root}/../../etc/passwd") is None
+
+
+def test_reload_on_a_new_generation_while_queries_run(fresh_app_library, tiny_model, tmp_path):
+    """The indexer commits a new generation; running queries never fail and then see the new track."""
+    app_library = fresh_app_library
+    service = SearchService(app_library.directory, tiny_model, reload_check_seconds=0.0)
+    before = service.snapshot().generation
+    n_before = len(service.snapshot().tracks.ids)
+    errors, answered, stop = [], [0], threading.Event()
+
+    def ask():
+        while not stop.is_set():
+            try:
+                assert len(service.search("dreamy ambient pads", k=3)) == 3
+                answered[0] += 1
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+    workers = [threading.Thread(target=ask) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        new_file = app_library.add_file(tmp_path, seed=99, seconds=12.0, title="Brand New")
+        deadline = time.monotonic() + 30
+        while service.snapshot().generation == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert not errors, errors[:3]
+    assert answered[0] > 0
+    assert service.snapshot().generation > before
+    assert len(service.snapshot().tracks.ids) == n_before + 1
+    assert service.library_file(new_file) == str(new_file)
