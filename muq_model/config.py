@@ -83,7 +83,7 @@ class MuQConfig:
     def time_strides(self) -> tuple[int, int]:
         """Time strides of the two stem blocks: 100 // label_rate frames fold into one token."""
         n_fold = 100 // self.label_rate
-        return {4: (2, 2), 2: (2, 1), 1: (1, 1)}[n_fold]
+        return {4: (2, 2), 2: (2, 1)}[n_fold]
 
     def n_frames(self, n_samples: int) -> int:
         """Encoder frames T' for a waveform of n_samples (spec section 3.7)."""
@@ -99,8 +99,8 @@ class MuQConfig:
             raise ValueError("MuQConfig: the rotary embedding needs an even head size")
         if self.n_mels % 4:
             raise ValueError(f"MuQConfig.n_mels={self.n_mels} must be divisible by 4 (two stride-2 stem blocks)")
-        if 100 // self.label_rate not in (1, 2, 4):
-            raise ValueError(f"MuQConfig.label_rate={self.label_rate} must be 25, 50 or 100")
+        if 100 // self.label_rate not in (2, 4):
+            raise ValueError(f"MuQConfig.label_rate={self.label_rate} must be 25 or 50")
 
 
 @dataclass
