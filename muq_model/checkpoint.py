@@ -76,18 +76,19 @@ def map_official_state_dict(model, state: dict, *, skip_text_encoder: bool = Fal
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if skip_text_encoder:
         expected = {k: s for k, s in expected.items() if not k.startswith("text.model.")}
-    mapped, unexpected, wrong_shape = {}, [], []
+    mapped, seen, unexpected, wrong_shape = {}, set(), [], []
     for key, tensor in state.items():
         ours = our_key(key)
         if ours is None:
             continue
+        seen.add(ours)
         if ours not in expected:
             unexpected.append(key)
         elif tuple(tensor.shape) != tuple(expected[ours]):
             wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[ours])}")
         else:
             mapped[ours] = tensor
-    missing = [official_key(k) for k in expected if k not in mapped]
+    missing = [official_key(k) for k in expected if k not in seen]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_preview(missing)}")
