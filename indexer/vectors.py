@@ -233,7 +233,7 @@ class Library:
         for kind in KINDS:
             index = faiss.read_index(str(directory / f"{kind}.faiss"))
             ann.configure_search(index)
-            indexes[kind] = ann._to_gpu(index) if use_gpu else index
+            indexes[kind] = ann.to_gpu(index) if use_gpu else index
         return VectorIndexes(generation, fingerprint, dim, indexes["tracks"], indexes["segments"])
 
     def _load_for_update(self) -> dict[str, faiss.Index] | None:
