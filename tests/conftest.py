@@ -100,46 +100,13 @@ class AppLibrary:
         return path
 
     def index(self, root, paths):
-        """Decode, embed, tag and store the files, then write a new vector index generation."""
-        import hashlib
-        import json
-
-        from indexer.audio import load_audio, probe
-        from indexer.autotag import AutoTagger
-        from indexer.catalog import IndexRun, Segment, Track, TrackTag, to_blob
-        from indexer.tags import read_tags
+        """Run the real indexing pipeline over ``root`` (which holds ``paths``): a new index generation."""
+        from indexer.pipeline import Indexer, IndexOptions
         from indexer.vectors import Library
 
-        model = self.model
         with Library.open(self.directory, create=True) as lib:
-            lib.catalog.claim_fingerprint(model.fingerprint(), model.model_id, model.dim)
-            tagger = AutoTagger.for_model(model, lib.catalog)
-            with lib.catalog.session.begin() as s:
-                s.add(IndexRun(roots=json.dumps([str(root)]), status="done", model=model.model_id))
-                for path in paths:
-                    wave = load_audio(path, model.sample_rate)
-                    vectors, (clips,) = model.embed_audio([wave], return_clips=True)
-                    info, tags, duration = probe(path), read_tags(path), len(wave) / model.sample_rate
-                    stat = os.stat(path)
-                    track = Track(
-                        path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                        audio_hash=hashlib.sha256(wave.tobytes()).hexdigest(), duration=duration,
-                        sample_rate=info.sample_rate, channels=info.channels, codec=info.codec,
-                        container=info.container, title=tags.title, artist=tags.artist, album=tags.album,
-                        year=tags.year, genre="; ".join(tags.genres) or None, n_segments=len(clips.starts),
-                        embedding=to_blob(vectors[0].numpy()),
-                    )
-                    track.segments = [
-                        Segment(index=i, start=float(start), end=min(float(start) + 10.0, duration),
-                                embedding=to_blob(v.numpy()))
-                        for i, (start, v) in enumerate(zip(clips.starts, clips.embeddings, strict=True))
-                    ]
-                    track.tags = [TrackTag(tag=g, category="genre", score=None, source="file") for g in tags.genres]
-                    track.tags += [TrackTag(tag=t.tag, category=t.category, score=t.score, source="auto")
-                                   for t in tagger.tags_for(vectors[0].numpy())
-                                   if t.tag.casefold() not in {g.casefold() for g in tags.genres}]
-                    s.add(track)
-            lib.sync()
+            summary = Indexer(lib, self.model, "tiny-test-model", IndexOptions(workers=1, progress=False)).run([root])
+        assert summary.failed == 0 and summary.indexed >= len(paths), summary
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +133,24 @@ def service(app_library, tiny_model):
 
     service = SearchService(app_library.directory, tiny_model)
     yield service
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_library, tiny_model):
+    """The real web app (UI + API) on 127.0.0.1 at a free port, serving the app library: (url, service)."""
+    from app.search import SearchService, ServiceLimits
+    from app.ui import AppInfo, launch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = SearchService(app_library.directory, tiny_model, model_name="tiny test model",
+                            limits=ServiceLimits(max_upload_bytes=2 * 2**20))
+    demo, url = launch(service, AppInfo("tiny test model", notice="Test notice: tiny model."), port=port,
+                       block=False, quiet=True)
+    yield url.rstrip("/"), service
+    demo.close()
     service.close()
 
 

@@ -1,0 +1,470 @@
+"""The Gradio web UI and HTTP API over one :class:`app.search.SearchService`.
+
+Tabs: Search (text -> tracks, moments, filters, "more like this"), Describe (a clip or a library track
+-> tags, descriptions, similar tracks) and Library (counts, errors, model, index). Every result list can
+be exported as M3U, CSV or JSON. The API endpoints ``/search``, ``/similar`` and ``/describe`` return
+the same JSON as ``muqsearch ... --json``.
+
+Result cards are plain HTML built here (every catalog string escaped) with a native ``<audio>`` whose
+URL carries a media fragment (``#t=START``), so playback starts at the matching moment without copying
+the file. Audio is served by Gradio's file route, restricted twice: ``allowed_paths`` holds only the
+library roots, and :class:`LibraryFileGuard` lets through only files that are indexed tracks.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import tempfile
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+
+from app import export
+from app.filters import FilterError, Filters
+from app.search import Description, Result, SearchError, SearchService
+
+log = logging.getLogger(__name__)
+
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
+MAX_TRACK_CHOICES = 5000
+DEFAULT_EXAMPLES = (
+    "melancholic solo piano for a rainy night",
+    "fast energetic drums with a driving bass",
+    "calm ambient pads, slow and dreamy",
+    "bright acoustic guitar, happy and upbeat",
+)
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What the page says about itself: which model runs, and whether it is the bundled demo world."""
+
+    model_label: str
+    notice: str = ""  # markdown shown under the title (the demo model's limits, how to switch)
+    examples: tuple[str, ...] = DEFAULT_EXAMPLES
+
+
+# --------------------------------------------------------------------------------------------------
+# Security: only indexed tracks leave the library
+
+
+class LibraryFileGuard:
+    """ASGI middleware in front of Gradio's file routes: a path inside a library root is served only
+    when it is an indexed track. Everything else inside the roots (covers, notes, the catalog) gets 403;
+    paths outside the roots are left to Gradio, which serves only its own upload and cache folders."""
+
+    def __init__(self, app, service: SearchService):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            for prefix in FILE_ROUTES:
+                if path.startswith(prefix):
+                    requested = path[len(prefix):]
+                    if self.refuses(requested):
+                        await PlainTextResponse("File not allowed", status_code=403)(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+    def refuses(self, requested: str) -> bool:
+        if "\x00" in requested:
+            return True
+        resolved = os.path.realpath(os.path.abspath(requested))
+        in_library = any(_is_within(resolved, root) for root in self.service.roots())
+        in_library = in_library or _is_within(resolved, os.path.realpath(self.service.library_dir))
+        return in_library and self.service.library_file(requested) is None
+
+
+def _is_within(path: str, root: str) -> bool:
+    root = os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def audio_url(result: Result) -> str:
+    """Gradio's file route for the track, with a media fragment that starts playback at the moment."""
+    url = "gradio_api/file=" + urllib.parse.quote(result.path)
+    if result.moment is not None:
+        url += f"#t={result.moment.start:g}"
+    return url
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def results_html(results: list[Result]) -> str:
+    cards = []
+    for rank, r in enumerate(results, 1):
+        e = html.escape
+        facts = " · ".join(e(str(x)) for x in (r.artist, r.album, r.year) if x)
+        tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
+        moment = ""
+        if r.moment is not None:
+            moment = (f'<div class="mq-moment">best moment {_clock(r.moment.start)}–{_clock(r.moment.end)}'
+                      f' (score {r.moment.score:.3f})</div>')
+        cards.append(
+            f'<div class="mq-card" data-track-id="{r.track_id}">'
+            f'<div class="mq-head"><span class="mq-rank">{rank}</span>'
+            f'<span class="mq-title">{e(r.title)}</span><span class="mq-score">{r.score:.3f}</span></div>'
+            f'<div class="mq-facts">{facts} · {_clock(r.duration)}</div>'
+            f'{moment}<div class="mq-tags">{tags}</div>'
+            f'<audio controls preload="metadata" src="{e(audio_url(r))}"></audio>'
+            f'<div class="mq-actions">'
+            f'<button class="mq-button" data-action="similar" data-track-id="{r.track_id}">More like this</button>'
+            f'<button class="mq-button" data-action="describe" data-track-id="{r.track_id}">Describe</button>'
+            f'</div></div>'
+        )
+    return f'<div class="mq-results">{"".join(cards)}</div>'
+
+
+def bars_html(matches, *, title: str) -> str:
+    """A horizontal bar chart of text matches (bar length relative to the best score shown)."""
+    if not matches:
+        return ""
+    top = max(max(m.score for m in matches), 1e-9)
+    rows = []
+    for m in matches:
+        width = max(2.0, 100.0 * max(m.score, 0.0) / top)
+        label = html.escape(m.text) + (f' <span class="mq-cat">{html.escape(m.category)}</span>' if m.category else "")
+        rows.append(
+            f'<div class="mq-bar-row"><div class="mq-bar-label">{label}</div>'
+            f'<div class="mq-bar-track"><div class="mq-bar" style="width:{width:.1f}%"></div></div>'
+            f'<div class="mq-bar-score">{m.score:.3f}</div></div>'
+        )
+    return f'<div class="mq-bars"><h4>{html.escape(title)}</h4>{"".join(rows)}</div>'
+
+
+CSS = """
+.mq-results { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; }
+.mq-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px;
+           background: var(--block-background-fill); }
+.mq-head { display: flex; gap: 8px; align-items: baseline; }
+.mq-rank { color: var(--body-text-color-subdued); font-size: 0.85em; }
+.mq-title { font-weight: 600; flex: 1; }
+.mq-score { font-variant-numeric: tabular-nums; color: var(--color-accent); }
+.mq-facts, .mq-moment { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.mq-tag { display: inline-block; font-size: 0.75em; padding: 1px 6px; margin: 2px 3px 2px 0;
+          border-radius: 8px; background: var(--background-fill-secondary); }
+.mq-card audio { width: 100%; margin-top: 6px; }
+.mq-actions { display: flex; gap: 6px; margin-top: 4px; }
+.mq-button { font-size: 0.8em; padding: 2px 10px; border-radius: 6px; cursor: pointer;
+             border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); }
+.mq-bar-row { display: grid; grid-template-columns: 16em 1fr 4em; gap: 8px; align-items: center; margin: 2px 0; }
+.mq-bar-track { background: var(--background-fill-secondary); border-radius: 4px; height: 12px; }
+.mq-bar { background: var(--color-accent); border-radius: 4px; height: 12px; }
+.mq-bar-score { font-variant-numeric: tabular-nums; font-size: 0.85em; }
+.mq-cat { font-size: 0.75em; color: var(--body-text-color-subdued); }
+"""
+
+CARD_EVENTS_JS = """
+element.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (button) trigger('click', {action: button.dataset.action, track_id: button.dataset.trackId});
+});
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# Handlers: every one returns a message instead of raising into the page
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, (SearchError, FilterError)):
+        return f"⚠️ {exc}"
+    log.exception("unexpected error in the web UI")
+    return f"⚠️ Something went wrong ({type(exc).__name__}: {exc}). The server log has the details."
+
+
+def _filters(artist, album, year_min, year_max, duration_min, duration_max, tags) -> Filters:
+    def number(value):
+        return None if value in (None, "") else value
+
+    duration_min, duration_max = number(duration_min), number(duration_max)
+    filters = Filters(
+        artist=(artist or "").strip() or None,
+        album=(album or "").strip() or None,
+        year_min=None if number(year_min) is None else int(year_min),
+        year_max=None if number(year_max) is None else int(year_max),
+        duration_min=None if duration_min is None else float(duration_min),
+        duration_max=None if duration_max is None else float(duration_max),
+        tags=tuple(tags or ()),
+    )
+    if filters.year_min is not None and filters.year_max is not None and filters.year_min > filters.year_max:
+        raise FilterError("the year range is empty: 'from' is after 'to'")
+    return filters
+
+
+@dataclass
+class Exports:
+    """Files written for the download buttons of one result list."""
+
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="muqsearch-export-")))
+
+    def write(self, results: list[Result], stem: str) -> list[str | None]:
+        if not results:
+            return [None, None, None]
+        folder = Path(tempfile.mkdtemp(dir=self.directory))
+        return [str(export.write(results, folder / f"{stem}.{fmt}")) for fmt in export.FORMATS]
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+
+
+def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
+    exports = Exports()
+
+    def answer(results: list[Result], headline: str, stem: str):
+        files = exports.write(results, stem)
+        buttons = [gr.DownloadButton(value=f, visible=f is not None) for f in files]
+        return (headline, results_html(results), *buttons)
+
+    def run_search(query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+        try:
+            filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
+            results = service.search(query, int(k), filters=filters, moments=bool(moments))
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            return answer([], _message(exc), "search")
+        if not results:
+            hint = " Loosen the filters." if filters.active else ""
+            return answer([], f"No tracks match.{hint}", "search")
+        where = f" with {filters.describe()}" if filters.active else ""
+        return answer(results, f"{len(results)} tracks for “{html.escape(query.strip())}”{where}.", "search")
+
+    def run_card_action(k, moments, describe_k, evt: gr.EventData):
+        """A card's "More like this" (results on the Search tab) or "Describe" (the Describe tab)."""
+        action, track_id = getattr(evt, "action", None), str(getattr(evt, "track_id", ""))
+        if action == "describe":
+            return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id),
+                    *run_describe(None, track_id, describe_k))
+        untouched_describe = (gr.skip(),) * 8
+        try:
+            results = service.similar(int(track_id), int(k), moments=bool(moments))
+            snapshot = service.snapshot()
+            title = snapshot.tracks.titles[snapshot.row_of[int(track_id)]]
+            headline = f"{len(results)} tracks that sound like “{html.escape(title)}”."
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            results, headline = [], _message(exc)
+        return (gr.Tabs(selected="search"), *answer(results, headline, "similar"), gr.skip(), *untouched_describe)
+
+    def run_describe(audio_path, track_choice, k):
+        empty = ("", "", "", "")
+        source = audio_path or (track_choice or None)
+        if source is None:
+            return ("Upload or record a clip, or pick a library track.", *empty, *answer([], "", "describe")[2:])
+        try:
+            description: Description = service.describe(source, int(k), similar_k=int(k))
+        except Exception as exc:  # noqa: BLE001
+            return (_message(exc), *empty, *answer([], "", "describe")[2:])
+        headline = f"Best matches for {html.escape(Path(description.source).name if audio_path else description.source)}."
+        tags = bars_html(description.tags, title="Tags")
+        descriptions = bars_html(description.descriptions, title="Your descriptions") if description.descriptions else (
+            "<p class='mq-facts'>Add your own descriptions with <code>muqsearch texts add FILE</code>.</p>")
+        _, similar_html, *buttons = answer(description.similar, "", "describe")
+        similar_block = f"<h4>Similar tracks in the library</h4>{similar_html}" if description.similar else ""
+        return (headline, tags, descriptions, similar_block, "", *buttons)
+
+    def library_markdown() -> str:
+        s = service.summary()
+        lines = [
+            f"**Model:** {html.escape(str(s['model']))}" + ("" if s["has_tokenizer"] else " (no tokenizer: text search is off)"),
+            f"**Library:** `{s['library']}`",
+            f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {s.get('audio_hours', 0)} h",
+            f"**Index:** {s['index_type'] or 'none yet'} (generation {s['generation'] or '–'}; "
+            f"segments: {s.get('segment_index_type') or '–'})",
+            f"**Folders:** {', '.join(f'`{r}`' for r in s['roots']) or '–'}",
+            f"**Query cache:** {s['query_cache']['size']} queries, {s['query_cache']['hits']} hits",
+        ]
+        if s.get("problem"):
+            lines.append(f"⚠️ {html.escape(s['problem'])}")
+        return "  \n".join(lines)
+
+    def library_errors():
+        errors = service.summary()["errors"]
+        return [[e["path"], e["stage"], e["message"]] for e in errors]
+
+    def track_choices():
+        try:
+            snapshot = service.snapshot()
+        except SearchError:
+            return []
+        t = snapshot.tracks
+        return [(f"{t.titles[i]} — {t.artists[i] or 'unknown artist'} (#{t.ids[i]})", str(t.ids[i]))
+                for i in range(min(len(t.ids), MAX_TRACK_CHOICES))]
+
+    def tag_choices():
+        try:
+            snapshot = service.snapshot()
+        except SearchError:
+            return []
+        return sorted({tag for tags in snapshot.tracks.tags for tag in tags}, key=str.casefold)
+
+    limits = service.limits
+    with gr.Blocks(title="MuQ Search", analytics_enabled=False) as demo:
+        gr.Markdown(f"# MuQ Search\nFind music by describing it. Model: **{html.escape(info.model_label)}**")
+        if info.notice:
+            gr.Markdown(info.notice, elem_id="model-notice")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Search", id="search"):
+                with gr.Row():
+                    query = gr.Textbox(label="Describe the music", placeholder=info.examples[0], scale=5,
+                                       max_length=limits.max_query_chars, elem_id="query")
+                    search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
+                gr.Examples([[e] for e in info.examples], inputs=[query], label="Try")
+                with gr.Accordion("Options and filters", open=False):
+                    with gr.Row():
+                        k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="Results")
+                        moments = gr.Checkbox(value=True, label="Moments (start at the best 10 s)",
+                                              elem_id="moments")
+                    with gr.Row():
+                        artist = gr.Textbox(label="Artist contains")
+                        album = gr.Textbox(label="Album contains")
+                        tags = gr.Dropdown(choices=tag_choices(), multiselect=True, label="Tags (all of)")
+                    with gr.Row():
+                        year_min = gr.Number(label="Year from", precision=0)
+                        year_max = gr.Number(label="Year to", precision=0)
+                        duration_min = gr.Number(label="Duration from (s)")
+                        duration_max = gr.Number(label="Duration to (s)")
+                search_message = gr.Markdown(elem_id="search-message")
+                results = gr.HTML("", elem_id="results", js_on_load=CARD_EVENTS_JS)
+                with gr.Row():
+                    search_exports = [
+                        gr.DownloadButton(f"Export {fmt.upper()}", visible=False, size="sm", elem_id=f"export-{fmt}")
+                        for fmt in export.FORMATS
+                    ]
+            with gr.Tab("Describe", id="describe"):
+                with gr.Row():
+                    clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="A clip",
+                                    elem_id="describe-audio")
+                    with gr.Column():
+                        track = gr.Dropdown(choices=track_choices(), label="…or a library track", value=None,
+                                            filterable=True, elem_id="describe-track")
+                        describe_k = gr.Slider(1, 30, value=10, step=1, label="How many")
+                        describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
+                describe_message = gr.Markdown(elem_id="describe-message")
+                with gr.Row():
+                    tag_bars = gr.HTML(elem_id="describe-tags")
+                    description_bars = gr.HTML(elem_id="describe-descriptions")
+                similar = gr.HTML(elem_id="describe-similar", js_on_load=CARD_EVENTS_JS)
+                describe_note = gr.Markdown(visible=False)
+                with gr.Row():
+                    describe_exports = [
+                        gr.DownloadButton(f"Export {fmt.upper()}", visible=False, size="sm",
+                                          elem_id=f"describe-export-{fmt}")
+                        for fmt in export.FORMATS
+                    ]
+            with gr.Tab("Library", id="library"):
+                summary = gr.Markdown(library_markdown, elem_id="library-summary")
+                errors = gr.Dataframe(library_errors, headers=["file", "stage", "problem"], label="Indexing errors",
+                                      interactive=False, elem_id="library-errors")
+                refresh = gr.Button("Refresh", size="sm")
+
+        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags]
+        search_outputs = [search_message, results, *search_exports]
+        for trigger in (search_button.click, query.submit):
+            trigger(run_search, search_inputs, search_outputs, api_visibility="private")
+        describe_outputs = [describe_message, tag_bars, description_bars, similar, describe_note, *describe_exports]
+        for cards in (results, similar):
+            cards.click(run_card_action, [k, moments, describe_k], [tabs, *search_outputs, track, *describe_outputs],
+                        api_visibility="private")
+        describe_button.click(run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
+        refresh.click(lambda: (library_markdown(), library_errors(), gr.Dropdown(choices=track_choices()),
+                               gr.Dropdown(choices=tag_choices())),
+                      None, [summary, errors, track, tags], api_visibility="private")
+        _api_endpoints(service)
+    return demo
+
+
+def _api_endpoints(service: SearchService) -> None:
+    """``/search``, ``/similar`` and ``/describe``: JSON in, JSON out, errors as gr.Error messages."""
+
+    def guarded(fn: Callable) -> Callable:
+        def call(*args):
+            try:
+                return fn(*args)
+            except (SearchError, FilterError) as exc:
+                raise gr.Error(str(exc)) from None
+        call.__name__ = fn.__name__
+        call.__doc__ = fn.__doc__
+        return call
+
+    def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> list[dict]:
+        """Tracks matching a description; filters like "artist=Bach; year=1990..1999; tag=piano"."""
+        parsed = Filters.parse(f for f in (filters or "").split(";") if f.strip())
+        return [r.to_dict() for r in service.search(query, int(k), filters=parsed, moments=bool(moments))]
+
+    def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
+        """Library tracks that sound like an uploaded clip or a library track id (never itself)."""
+        return [r.to_dict() for r in service.similar(_api_source(audio, track_id), int(k))]
+
+    def describe(audio: str | None, track_id: str = "", k: float = 10) -> dict:
+        """Tags, descriptions and similar tracks for an uploaded clip or a library track id."""
+        return service.describe(_api_source(audio, track_id), int(k), similar_k=int(k)).to_dict()
+
+    with gr.Group(visible=False):
+        text, number = gr.Textbox(), gr.Number(value=10)
+        flag, filter_text = gr.Checkbox(value=False), gr.Textbox(value="")
+        audio, track_id = gr.File(file_types=["audio"], type="filepath"), gr.Textbox(value="")
+        out, out_dict = gr.JSON(), gr.JSON()
+        button = gr.Button()
+    button.click(guarded(search), [text, number, flag, filter_text], out, api_name="search")
+    button.click(guarded(similar), [audio, track_id, number], out, api_name="similar")
+    button.click(guarded(describe), [audio, track_id, number], out_dict, api_name="describe")
+
+
+def _api_source(audio: str | None, track_id: str) -> int | str:
+    """An uploaded file (Gradio checked it came from its upload folder) or a whole-number track id."""
+    if audio:
+        return audio
+    track_id = str(track_id or "").strip()
+    if not track_id.isdigit():
+        raise SearchError("Give an audio file or a library track id (a whole number).")
+    return int(track_id)
+
+
+def launch(
+    service: SearchService, info: AppInfo, *, host: str = "127.0.0.1", port: int | None = 7860,
+    auth: tuple[str, str] | None = None, block: bool = True, quiet: bool = False,
+):
+    """Serve the UI and API; returns (blocks, url). Binds to ``host`` only, never opens a share tunnel."""
+    demo = build_app(service, info)
+    demo.queue(default_concurrency_limit=2)
+    service.on_reload = lambda snapshot: _allow_roots(demo, snapshot.roots)
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        share=False,
+        allowed_paths=service.roots(),
+        max_file_size=service.limits.max_upload_bytes,
+        app_kwargs={"middleware": [Middleware(LibraryFileGuard, service=service)]},
+        enable_monitoring=False,
+        mcp_server=False,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        footer_links=["api"],
+        css=CSS,
+        theme=gr.themes.Soft(),
+    )
+    return demo, url
+
+
+def _allow_roots(demo: gr.Blocks, roots) -> None:
+    """Folders indexed after start-up become servable too (the guard still checks every file)."""
+    demo.allowed_paths = sorted(set(demo.allowed_paths) | set(roots))
