@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +228,7 @@ class SearchService:
     limits: ServiceLimits = field(default_factory=ServiceLimits)
     query_cache_size: int = 1024
     reload_check_seconds: float = RELOAD_CHECK_SECONDS
+    on_reload: Callable[[Snapshot], None] | None = None  # e.g. the UI widening its servable folders
 
     def __post_init__(self):
         self.library_dir = Path(self.library_dir)
@@ -286,6 +287,8 @@ class SearchService:
                 )
                 return False
             self._snapshot, self._snapshot_error = snapshot, None
+            if self.on_reload is not None:
+                self.on_reload(snapshot)
             log.info("serving index generation %d (%d tracks)", snapshot.generation, len(snapshot.tracks.ids))
             return True
 
