@@ -94,7 +94,7 @@ def _probe_pyav(path: Path) -> AudioInfo:
     except AudioDecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - FFmpeg errors come in many types; all mean "cannot read"
-        raise AudioDecodeError(path, _describe(exc, "not a readable audio file")) from exc
+        raise AudioDecodeError(path, _describe(exc, "not audio, or a format FFmpeg cannot read")) from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -291,5 +291,6 @@ def _rechunk(blocks: Iterator[np.ndarray], chunk_samples: int) -> Iterator[np.nd
 
 
 def _describe(exc: BaseException, fallback: str) -> str:
-    text = str(exc).strip()
+    # FFmpeg errors carry a clean strerror; their str() repeats the errno and the path.
+    text = (getattr(exc, "strerror", None) or str(exc)).strip()
     return f"{fallback}: {text}" if text else fallback

@@ -174,7 +174,7 @@ class Segment(Base):
 class TrackTag(Base):
     __tablename__ = "track_tags"
     __table_args__ = (
-        UniqueConstraint("track_id", "tag", "source"),
+        UniqueConstraint("track_id", "tag", "category", "source"),
         Index("ix_track_tags_tag", "tag"),
     )
 
@@ -414,8 +414,8 @@ class Catalog:
         session: Session, path: str, stage: str, message: str, run_id: int | None,
         size: int | None = None, mtime_ns: int | None = None,
     ) -> None:
-        """Replace any earlier error of this file and stage with this one."""
-        session.execute(delete(IndexError_).where(IndexError_.path == path, IndexError_.stage == stage))
+        """Replace any earlier error of this file with this one."""
+        session.execute(delete(IndexError_).where(IndexError_.path == path))
         session.add(IndexError_(path=path, stage=stage, message=message, run_id=run_id, size=size, mtime_ns=mtime_ns))
 
     @staticmethod
