@@ -370,8 +370,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                         for fmt in export.FORMATS
                     ]
             with gr.Tab("Library", id="library"):
-                summary = gr.Markdown(library_markdown, elem_id="library-summary")
-                errors = gr.Dataframe(library_errors, headers=["file", "stage", "problem"], label="Indexing errors",
+                summary = gr.Markdown(elem_id="library-summary")
+                errors = gr.Dataframe(headers=["file", "stage", "problem"], label="Indexing errors",
                                       interactive=False, elem_id="library-errors")
                 refresh = gr.Button("Refresh", size="sm")
 
@@ -384,9 +384,12 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
             cards.click(run_card_action, [k, moments, describe_k], [tabs, *search_outputs, track, *describe_outputs],
                         api_visibility="private")
         describe_button.click(run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
-        refresh.click(lambda: (library_markdown(), library_errors(), gr.Dropdown(choices=track_choices()),
-                               gr.Dropdown(choices=tag_choices())),
-                      None, [summary, errors, track, tags], api_visibility="private")
+        def refresh_library():
+            return (library_markdown(), library_errors(), gr.Dropdown(choices=track_choices()),
+                    gr.Dropdown(choices=tag_choices()))
+
+        for trigger in (refresh.click, demo.load):  # on every page load too: a new generation shows up
+            trigger(refresh_library, None, [summary, errors, track, tags], api_visibility="private")
         _api_endpoints(service)
     return demo
 
