@@ -36,14 +36,12 @@ class Setup:
 
 def demo_world() -> DemoWorld | None:
     """The bundled demo world, or None when this checkout does not have it (yet)."""
-    try:
-        import data.demo as bundled
-    except ImportError:
+    import data.demo as bundled
+
+    music_dir, model_dir = Path(bundled.DEMO_AUDIO_DIR), Path(bundled.DEMO_MODEL_DIR)
+    if not (model_dir / "config.json").is_file() or not music_dir.is_dir():
         return None
-    music_dir, model_dir = getattr(bundled, "LIBRARY_DIR", None), getattr(bundled, "MODEL_DIR", None)
-    if music_dir is None or model_dir is None or not Path(model_dir).is_dir() or not Path(music_dir).is_dir():
-        return None
-    return DemoWorld(Path(music_dir), Path(model_dir), tuple(getattr(bundled, "EXAMPLE_QUERIES", ())))
+    return DemoWorld(music_dir, model_dir, tuple(query for query, _ in bundled.EXAMPLE_QUERIES))
 
 
 def demo_library_dir() -> Path:

@@ -1,0 +1,67 @@
+"""Out of the box: with no --library and no --model the app uses the bundled demo world, indexes it into a
+per-user folder on first start (cached afterwards), and says which model runs and how to switch."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import data.demo
+from app import demo
+from app.cli import main
+
+
+@pytest.fixture
+def demo_world(app_library, tiny_model, tmp_path, monkeypatch):
+    """A stand-in demo world (the app test tracks + the tiny model saved to disk) and an empty home."""
+    music = tmp_path / "demo-music"
+    music.mkdir()
+    for path in app_library.paths[:4]:
+        shutil.copy(path, music)
+    tiny_model.save_pretrained(tmp_path / "demo-model")
+    monkeypatch.setattr(data.demo, "DEMO_AUDIO_DIR", music)
+    monkeypatch.setattr(data.demo, "DEMO_MODEL_DIR", tmp_path / "demo-model")
+    monkeypatch.setattr(data.demo, "EXAMPLE_QUERIES", (("slow sad piano", {}), ("fast drums", {})))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    monkeypatch.delenv("MUQSEARCH_MODEL", raising=False)
+    return tmp_path
+
+
+def test_no_options_means_the_demo_world(demo_world):
+    setup = demo.resolve(None, None)
+    assert setup.demo is not None and setup.index_roots == (demo_world / "demo-music",)
+    assert setup.library_dir == demo_world / "home" / "muqsearch" / "demo-library"
+    assert setup.model == str(demo_world / "demo-model")
+    text = demo.notice(setup, setup.model)
+    assert "demo model" in text and "only knows that demo world" in text and demo.REAL_MODEL in text
+
+
+def test_demo_command_indexes_once_then_reuses_the_library(demo_world, capsys):
+    assert main(["demo", "-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "only knows that demo world" in out and "“slow sad piano”" in out and "“fast drums”" in out
+    library = demo_world / "home" / "muqsearch" / "demo-library"
+    from indexer.vectors import Library
+
+    with Library.open(library) as lib:
+        generation, tracks = lib.generation, lib.catalog.counts()["tracks"]
+    assert tracks == 4 and generation >= 1
+    assert main(["demo", "-k", "1"]) == 0
+    with Library.open(library) as lib:
+        assert lib.generation == generation  # nothing re-indexed the second time
+
+
+def test_an_explicit_library_or_model_is_not_the_demo(demo_world, tmp_path):
+    setup = demo.resolve(str(tmp_path / "mine"), "OpenMuQ/MuQ-MuLan-large")
+    assert setup.demo is None and setup.model == "OpenMuQ/MuQ-MuLan-large" and not setup.index_roots
+    assert "demo model" not in demo.notice(setup, setup.model)
+
+
+def test_without_a_demo_world_the_message_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.demo, "DEMO_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    with pytest.raises(demo.SetupError, match="muqsearch --model OpenMuQ/MuQ-MuLan-large index"):
+        demo.resolve(None, None)
