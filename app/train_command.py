@@ -1,0 +1,101 @@
+"""`muqsearch train`: the composition root for MuLan training.
+
+muq_model.training owns the loop but sits at the bottom of the import graph, so this thin layer injects
+what lives above it: the indexer's decoder (any format, resampled to 24 kHz) and the evaluation
+package's retrieval metrics for the periodic held-out evaluation.
+
+    muqsearch train PAIRS.jsonl --out DIR --model OpenMuQ/MuQ-MuLan-large       # fine-tune
+    muqsearch train data/demo/captions.jsonl --init-config CONFIG.json --out DIR  # train from scratch
+    torchrun --standalone --nproc_per_node 2 -m app train ...                     # DDP (gloo on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments_train(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="JSONL or CSV of (audio_path, text) rows, or a captions.jsonl with "
+                        "`file` + `captions` per record (the demo format)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory: model, checkpoint, log")
+    parser.add_argument("--split", default=None, help="use only rows whose `split` field has this value")
+    parser.add_argument("--eval-data", metavar="FILE", help="held-out pairs for periodic evaluation")
+    parser.add_argument("--eval-split", default=None, help="use only eval rows with this `split` value")
+    parser.add_argument("--init-config", metavar="CONFIG_JSON",
+                        help="train a fresh model with this config.json instead of fine-tuning --model")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/training_state.pt if present")
+    group = parser.add_argument_group("schedule")
+    group.add_argument("--steps", type=int, default=1000)
+    group.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun ranks)")
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--warmup-steps", type=int, default=50)
+    group.add_argument("--crop-seconds", type=float, default=5.0, help="length of the random training crops")
+    group.add_argument("--captions-per-step", type=int, default=1,
+                       help="captions drawn per audio crop; the loss averages over them")
+    group.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    group.add_argument("--seed", type=int, default=0)
+    group = parser.add_argument_group("what to train")
+    group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
+    group.add_argument("--freeze-text", action="store_true", help="keep the MuLan text transformer fixed")
+    group.add_argument("--train-text-encoder", action="store_true",
+                       help="also fine-tune the pretrained text encoder (frozen by default, as upstream)")
+    group = parser.add_argument_group("reporting")
+    group.add_argument("--log-every", type=int, default=10)
+    group.add_argument("--eval-every", type=int, default=200)
+    group.add_argument("--checkpoint-every", type=int, default=200)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from evaluation.metrics import evaluate_embeddings
+    from indexer.audio import load_audio
+    from muq_model.model import MuQMuLan
+    from muq_model.runtime import select_device
+    from muq_model.training import DataError, TrainConfig, initial_model, read_pairs, summarize, train
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if distributed:
+        dist.init_process_group("gloo" if select_device(args.device).type == "cpu" else "nccl")
+    try:
+        items = read_pairs(args.data, args.split)
+        eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
+        if args.init_config:
+            model = initial_model(args.init_config)
+        elif args.model:
+            model = MuQMuLan.from_pretrained(args.model)
+        else:
+            print("muqsearch train: give --model NAME_OR_PATH to fine-tune, or --init-config CONFIG_JSON",
+                  file=sys.stderr)
+            return 2
+        config = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_steps, crop_seconds=args.crop_seconds,
+            captions_per_step=args.captions_per_step, train_audio=not args.freeze_audio,
+            train_text=not args.freeze_text, train_text_encoder=args.train_text_encoder,
+            log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+            max_minutes=args.max_minutes, seed=args.seed,
+        )
+        model.to(select_device(args.device))
+        result = train(
+            model, items, args.out, config,
+            lambda path: load_audio(path, sample_rate=model.sample_rate),
+            eval_items=eval_items,
+            evaluate=lambda text, audio, relevant: evaluate_embeddings(text, audio, relevant, n_bootstrap=0),
+            resume=args.resume,
+        )
+    except DataError as exc:
+        print(f"muqsearch train: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    if is_main:
+        print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; model saved to {args.out}")
+        if result.evaluations:
+            print("last eval: " + summarize({k: v for k, v in result.evaluations[-1].items() if k != "step"}))
+    return 0

@@ -1,0 +1,180 @@
+"""MuLan training on the tiny config: the fast paths equal the model's, the loss falls, resume is exact,
+bad files are skipped, and two torchrun ranks match one process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from data.demo.synth import SAMPLE_RATE, ClipSpec, render
+from muq_model.config import MuQMuLanConfig
+from muq_model.model import MuQMuLan
+from muq_model.training import (
+    DataError,
+    TrainConfig,
+    audio_latents_from_mel,
+    read_pairs,
+    text_hidden,
+    text_latents_from_hidden,
+    train,
+)
+
+INSTRUMENTS = ("piano", "organ", "bells", "flute", "brass", "strings")
+BASE = {"tempo": "medium", "mode": "major", "loudness": "loud", "rhythm": "none", "register": "middle",
+        "texture": "chords", "bass": "none"}
+
+
+def tiny_config(dropout: float = 0.1) -> MuQMuLanConfig:
+    config = MuQMuLanConfig.tiny()
+    config.audio_model.muq.encoder_depth = 2  # same code paths, faster
+    config.audio_model.muq.dropout = dropout
+    config.text_model.hf_config.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return config
+
+
+def load(path):
+    audio, sr = sf.read(path, dtype="float32")
+    assert sr == SAMPLE_RATE
+    return audio
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Six 3-second clips, one per instrument, each with two captions naming it."""
+    root = tmp_path_factory.mktemp("pairs")
+    with open(root / "pairs.jsonl", "w") as f:
+        for i, name in enumerate(INSTRUMENTS):
+            spec = ClipSpec({**BASE, "instrument": name}, bpm=100.0, tonic=i, seconds=3.0, seed=i)
+            sf.write(root / f"{name}.wav", render(spec), SAMPLE_RATE)
+            f.write(json.dumps({"audio_path": f"{name}.wav", "captions": [f"{name} chords", f"music for {name}"]}) + "\n")
+    return root / "pairs.jsonl"
+
+
+def test_fast_paths_equal_the_model_paths():
+    torch.manual_seed(0)
+    model = MuQMuLan(tiny_config()).eval()
+    clips = torch.randn(2, SAMPLE_RATE * 2) * 0.1
+    with torch.no_grad():
+        mel = model.audio.model.mel(clips)
+        torch.testing.assert_close(audio_latents_from_mel(model, mel), model.encode_audio(clips))
+        ids = [torch.tensor(t) for t in model.tokenize(["slow sad piano", "a loud brass march with drums"])]
+        padded = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
+        mask = padded != 0
+        hidden = text_hidden(model, padded, mask.long())
+        torch.testing.assert_close(
+            text_latents_from_hidden(model, hidden, mask), model.encode_text_ids(padded, mask.long(), pad_aware=True)
+        )
+
+
+def test_read_pairs_formats_and_errors(tmp_path, dataset):
+    items = read_pairs(dataset)
+    assert [i.audio.name for i in items] == [f"{n}.wav" for n in INSTRUMENTS]
+    assert items[0].captions == ["piano chords", "music for piano"]
+
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text("audio_path,text,split\na.wav,one,train\na.wav,two,train\nb.wav,three,test\n")
+    items = read_pairs(csv_file, split="train")
+    assert len(items) == 1 and items[0].captions == ["one", "two"] and items[0].audio == (tmp_path / "a.wav").resolve()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"audio_path": "a.wav", "text": "x"}) + "\n" + json.dumps({"text": "no audio"}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: no audio path"):
+        read_pairs(bad)
+    bad.write_text(json.dumps({"audio_path": "a.wav", "captions": []}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: no caption"):
+        read_pairs(bad)
+    with pytest.raises(DataError, match="does not exist"):
+        read_pairs(tmp_path / "missing.jsonl")
+
+
+def quick_config(**overrides) -> TrainConfig:
+    values = dict(steps=40, batch_size=6, lr=3e-3, warmup_steps=5, crop_seconds=2.0, log_every=5,
+                  eval_every=1000, checkpoint_every=1000, seed=0)
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_a_few_steps_make_the_loss_fall(tmp_path, dataset):
+    torch.manual_seed(0)
+    model = MuQMuLan(tiny_config())
+    result = train(model, read_pairs(dataset), tmp_path / "out", quick_config(), load)
+    first, last = result.losses[0], result.losses[-1]
+    assert last < first - 0.3, result.losses
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    reloaded = MuQMuLan.from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
+
+
+def test_resume_continues_exactly(tmp_path, dataset):
+    items = read_pairs(dataset)
+    torch.manual_seed(0)
+    straight = MuQMuLan(tiny_config())
+    train(straight, items, tmp_path / "straight", quick_config(steps=8), load)
+
+    torch.manual_seed(0)
+    first = MuQMuLan(tiny_config())
+    train(first, items, tmp_path / "split", quick_config(steps=5), load)  # stops at 5 with a checkpoint
+    torch.manual_seed(1)  # a different init: everything must come from the checkpoint
+    resumed = MuQMuLan(tiny_config())
+    resumed.text.model.load_state_dict(first.text.model.state_dict())  # the frozen encoder is the same model
+    train(resumed, items, tmp_path / "split", quick_config(steps=8), load, resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [5, 8]
+
+
+def test_undecodable_files_are_skipped_and_reported(tmp_path, dataset, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    items = read_pairs(dataset)
+    items[0].audio = broken
+    model = MuQMuLan(tiny_config())
+    result = train(model, items, tmp_path / "out", quick_config(steps=2, batch_size=4), load)
+    assert result.steps == 2
+    assert f"skipped {broken}" in capsys.readouterr().out
+
+
+def test_periodic_evaluation_uses_the_injected_metrics(tmp_path, dataset):
+    seen = []
+
+    def evaluate(text, audio, relevant):
+        seen.append((text.shape, audio.shape, relevant.sum()))
+        return {"text_to_music": {"r@1": {"value": 0.5}}}
+
+    items = read_pairs(dataset)
+    model = MuQMuLan(tiny_config())
+    result = train(model, items, tmp_path / "out", quick_config(steps=4, eval_every=2), load,
+                   eval_items=items[:3], evaluate=evaluate)
+    assert seen == [((6, 16), (3, 16), 6)] * 2
+    assert [e["step"] for e in result.evaluations] == [2, 4]
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
+    """`muqsearch train` under torchrun (2 CPU ranks, gloo) follows the single-process loss curve."""
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config(dropout=0.0).to_json())
+    common = ["train", str(dataset), "--init-config", str(config), "--steps", "12", "--batch-size", "6",
+              "--crop-seconds", "2", "--lr", "3e-3", "--warmup-steps", "2", "--log-every", "1", "--device", "cpu"]
+    runs = {
+        "single": [sys.executable, "-m", "app", *common, "--out", str(tmp_path / "single")],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "app", *common, "--out", str(tmp_path / "ddp")],
+    }
+    losses = {}
+    for name, command in runs.items():
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "MUQSEARCH_THREADS": "1"})
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+        losses[name] = np.array([json.loads(line)["loss"] for line in log])
+    assert len(losses["single"]) == len(losses["ddp"]) == 12
+    # Same batches, same gathered negatives; only BatchNorm statistics are per rank.
+    np.testing.assert_allclose(losses["ddp"], losses["single"], rtol=0.03)
+    assert losses["single"][-3:].mean() < losses["single"][:3].mean()
