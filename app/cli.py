@@ -44,7 +44,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("serve", "run the web UI and API", "app.commands"),
     Command("demo", "show the bundled demo world and run example queries", "app.commands"),
     Command("eval", "measure Recall@k / MRR of text<->music retrieval on a labelled set", "evaluation.commands"),
-    Command("train", "train or fine-tune MuQ-MuLan on (audio, caption) pairs", "muq_model.training"),
+    Command("train", "train or fine-tune MuQ-MuLan on (audio, caption) pairs", "app.train_command"),
     Command("model", "download, convert or inspect MuQ-MuLan checkpoints", "muq_model.commands"),
 )
 
