@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -131,3 +134,41 @@ def test_library_tab_and_helpful_messages(page, app_library, shots):
     summary.wait_for()
     assert f"Tracks: {len(app_library.paths)}" in summary.inner_text().replace("**", "")
     page.screenshot(path=str(shots / "library.png"), full_page=True)
+
+
+def test_oversized_upload_gets_a_size_message(page, tmp_path):
+    big = tmp_path / "big.wav"
+    sf.write(big, np.zeros(24000 * 60, np.float32), 24000, subtype="FLOAT")  # 5.8 MB, the test limit is 2 MB
+    page.get_by_role("tab", name="Describe").click()
+    page.set_input_files("#describe-audio input[type=file]", big)
+    page.get_by_text("exceed the maximum allowed size").wait_for()
+    assert "Traceback" not in page.inner_text("body")
+
+
+@pytest.fixture(scope="module")
+def empty_server(tiny_model, tmp_path_factory):
+    from app.search import SearchService
+    from app.ui import AppInfo, launch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = SearchService(tmp_path_factory.mktemp("empty") / "library", tiny_model)
+    demo, url = launch(service, AppInfo("tiny"), port=port, block=False, quiet=True)
+    yield url
+    demo.close()
+
+
+def test_an_empty_library_explains_how_to_index(browser, empty_server):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(empty_server)
+        search(page, "slow sad piano", expect_cards=False)
+        message = page.inner_text("#search-message")
+        assert "no indexed tracks yet" in message and "muqsearch index" in message
+        page.get_by_role("tab", name="Library").click()
+        page.get_by_text("Tracks: 0").wait_for()
+    finally:
+        context.close()
