@@ -152,17 +152,20 @@ def _reason(exc: BaseException) -> str:
 # Worker process
 
 
-def worker_main(worker: int, jobs, results, settings: DecodeSettings) -> None:
-    """Process entry point: decode jobs until a None job arrives or the indexer process is gone."""
+def worker_main(worker: int, jobs, results, settings: DecodeSettings, lifeline) -> None:
+    """Process entry point: decode jobs until a None job arrives or the indexer process is gone.
+
+    ``lifeline`` is the read end of a pipe whose only write end the indexer holds: it reads as ready
+    (end of file) once the indexer exits or is killed, whatever process the worker was forked from.
+    """
     import torch
 
     torch.set_num_threads(1)  # the clip policy uses torch; the cores belong to the model
     if settings.stderr_path:
         _redirect_stderr(settings.stderr_path)
-    parent = os.getppid()
 
     def alive() -> bool:
-        return os.getppid() == parent  # re-parented: the indexer (or its fork server) died
+        return not lifeline.poll()
 
     def emit(message) -> None:
         while True:
@@ -171,19 +174,25 @@ def worker_main(worker: int, jobs, results, settings: DecodeSettings) -> None:
                 return
             except queue.Full:
                 if not alive():
-                    raise SystemExit(0) from None
+                    _abandon()
 
     while True:
         try:
             job = jobs.get(timeout=POLL_SECONDS)
         except queue.Empty:
             if not alive():
-                return
+                _abandon()
             continue
         if job is None:
             return
         emit(StartMessage(job.task_id, worker))
         decode_file(job, settings, emit)
+
+
+def _abandon() -> None:
+    """The indexer is gone: exit now. A normal exit would wait forever for the queue's feeder thread to
+    flush clips into a pipe that nobody reads any more."""
+    os._exit(0)
 
 
 def _redirect_stderr(path: str) -> None:

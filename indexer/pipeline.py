@@ -297,11 +297,12 @@ class Indexer:
             stderr_path=str(self.library.cache_dir / DECODER_LOG),
         )
         workers: dict[int, mp.Process] = {}
+        lifeline, keep_alive = ctx.Pipe(duplex=False)  # workers stop when keep_alive closes (or we die)
 
         def start_worker(slot: int) -> None:
             jobs.put(None)  # one stop sentinel per worker ever started; all queued behind the jobs
-            process = ctx.Process(target=worker_main, args=(slot, jobs, results, settings), daemon=True,
-                                  name=f"muqsearch-decode-{slot}")
+            process = ctx.Process(target=worker_main, args=(slot, jobs, results, settings, lifeline),
+                                  daemon=True, name=f"muqsearch-decode-{slot}")
             process.start()
             workers[slot] = process
 
@@ -323,6 +324,8 @@ class Indexer:
                 self._maybe_commit()
             self.summary.embed_phase_seconds = time.monotonic() - phase_start
         finally:
+            keep_alive.close()
+            lifeline.close()
             for process in workers.values():
                 process.join(timeout=2)
                 if process.is_alive():

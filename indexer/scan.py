@@ -72,7 +72,7 @@ def scan(roots: Iterable[str | os.PathLike], *, exclude: Iterable[str | os.PathL
     """
     result = ScanResult()
     seen_dirs: set[tuple[int, int]] = set()
-    seen_files: set[tuple[int, int]] = set()
+    seen_files: dict[tuple[int, int], int] = {}  # (device, inode) -> position in result.files
     excluded = {os.path.realpath(p) for p in exclude}
     for root in roots:
         root = os.path.abspath(os.path.expanduser(str(root)))
@@ -140,7 +140,10 @@ def _consider_file(path: str, name: str, st: os.stat_result, result: ScanResult,
         if not sniff_audio(head):
             return
     key = (st.st_dev, st.st_ino)
-    if key in seen_files:
-        return  # the same file reached through a symlink or hard link
-    seen_files.add(key)
-    result.files.append(FoundFile(path, st.st_size, st.st_mtime_ns))
+    found = FoundFile(path, st.st_size, st.st_mtime_ns)
+    if key not in seen_files:
+        seen_files[key] = len(result.files)
+        result.files.append(found)
+    elif os.path.realpath(path) == path:
+        # The same file reached twice (symlink, hard link): its own path wins over a link's.
+        result.files[seen_files[key]] = found

@@ -48,8 +48,9 @@ def write_audio(
     seed: int = 0,
     subtype: str | None = None,
 ) -> Path:
-    """Write a synthetic file whose format follows the extension; returns the path."""
+    """Write a synthetic file whose format follows the extension (creating its folder); returns the path."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lower()
     data = synth(seconds, sample_rate, channels, seed)
     if ext == ".m4a":

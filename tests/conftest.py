@@ -61,6 +61,12 @@ def tiny_model():
     return MuQMuLan(MuQMuLanConfig.tiny()).eval()
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model, tmp_path_factory):
+    """The tiny model saved with save_pretrained, for tests that run `muqsearch ... --model DIR`."""
+    return tiny_model.save_pretrained(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
 class AppLibrary:
     """A small tagged music library indexed with the tiny model, for the app's service/UI/API tests.
 
