@@ -228,3 +228,43 @@ def test_reload_on_a_new_generation_while_queries_run(fresh_app_library, tiny_mo
     assert service.snapshot().generation > before
     assert len(service.snapshot().tracks.ids) == n_before + 1
     assert service.library_file(new_file) == str(new_file)
+
+
+def test_filtered_ann_search_keeps_recall():
+    """On an HNSW index, filtered top-10 vs the exact filtered ranking: small allowed sets are ranked
+    exactly (equal), large ones through a widened HNSW search (recall@10 >= 0.95, as unfiltered)."""
+    from app.filters import TrackColumns
+    from app.search import Snapshot, rank_tracks
+    from indexer import ann
+    from indexer.vectors import VectorIndexes
+
+    rng = np.random.default_rng(0)
+    n, dim = 60_000, 32
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    index = ann.build_index(vectors, ids, "hnsw")
+    years = rng.integers(1950, 2025, n).astype(np.float64)
+    artists = [("Ada", "Bob", "Cleo")[i % 3] for i in range(n)]
+    tracks = TrackColumns(ids=ids, paths=[f"/m/{i}" for i in ids], titles=[""] * n, artists=artists,
+                          albums=[""] * n, years=years, durations=np.full(n, 100.0), tags=[()] * n,
+                          tag_sets=[frozenset()] * n)
+    snapshot = Snapshot(VectorIndexes(1, {}, dim, index, index), tracks, {int(t): i for i, t in enumerate(ids)},
+                        None, {}, (), {}, "hnsw", "hnsw")
+    queries = rng.standard_normal((20, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    for expressions, exact_path in ((["year=2000..2000"], True), (["artist=o"], False),
+                                    (["year=1950..2012"], False)):
+        filters = Filters.parse(expressions)
+        mask = filters.mask(tracks)
+        hits = 0
+        for q in queries:
+            got, scores = rank_tracks(snapshot, q, 10, filters)
+            exact = ids[mask][np.argsort(-(vectors[mask] @ q), kind="stable")[:10]]
+            assert mask[got - 1].all()
+            if exact_path:
+                assert list(got) == list(exact)
+            hits += len(set(got) & set(exact))
+        recall = hits / (10 * len(queries))
+        print(f"{expressions}: {int(mask.sum())} allowed, recall@10 {recall:.3f}")
+        assert recall >= (1.0 if exact_path else 0.95), (expressions, int(mask.sum()), recall)

@@ -116,3 +116,29 @@ def test_auth_option_is_validated():
     for bad in ("ada", ":pw", "ada:"):
         with pytest.raises(ValueError, match="USER:PASSWORD"):
             parse_auth(bad)
+
+
+def test_tracks_of_a_newly_indexed_folder_become_playable_without_restart(fresh_app_library, tiny_model, tmp_path):
+    from app.search import SearchService
+    from app.ui import AppInfo, launch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    service = SearchService(fresh_app_library.directory, tiny_model, reload_check_seconds=0.0)
+    demo, url = launch(service, AppInfo("tiny"), port=port, block=False, quiet=True)
+    try:
+        url = url.rstrip("/")
+        new_folder = tmp_path / "new music"
+        new_folder.mkdir()
+        sibling = new_folder / "cover.jpg"
+        sibling.write_bytes(b"\xff\xd8 not really a jpeg")
+        new_track = fresh_app_library.add_file(new_folder, seed=42, seconds=7.0, title="Fresh")
+        route = "/gradio_api/file=" + urllib.parse.quote(str(new_track))
+        assert get(url, route)[0] == 403  # not in the generation being served yet
+        assert any(r.path == str(new_track) for r in service.search("fresh", k=20))  # the next query reloads
+        assert get(url, route)[0] == 200
+        assert get(url, "/gradio_api/file=" + urllib.parse.quote(str(sibling)))[0] == 403
+    finally:
+        demo.close()
+        service.close()
