@@ -1,4 +1,9 @@
-"""`muqsearch eval DATASET`: Recall@k / MRR / mAP of text<->music retrieval with CIs and chance levels."""
+"""`muqsearch eval DATASET`: Recall@k / MRR / mAP of text<->music retrieval with CIs and chance levels.
+
+The model is --model (or $MUQSEARCH_MODEL), else the bundled demo model; the demo's held-out test split
+ships as a pairs file (``data/demo/eval_test.jsonl``), so ``muqsearch eval data/demo/eval_test.jsonl``
+measures the demo model out of the box.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +29,19 @@ def add_arguments_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="embed everything afresh and store nothing")
 
 
+def bundled_demo_model() -> str | None:
+    """The demo model shipped in data/demo, the default when no --model is given (None if absent)."""
+    from data.demo import DEMO_MODEL_DIR
+
+    return str(DEMO_MODEL_DIR) if (DEMO_MODEL_DIR / "config.json").is_file() else None
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from evaluation.datasets import load_dataset
     from evaluation.protocol import EmbeddingCache, default_cache_dir, evaluate
     from evaluation.report import build_report, format_table
     from muq_model import MuQMuLan, TokenizerMissingError
+    from muq_model.runtime import select_device
 
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
     try:
@@ -36,17 +49,17 @@ def run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"muqsearch eval: {exc}", file=sys.stderr)
         return 2
-    if not args.model:
+    model_name = args.model or bundled_demo_model()
+    if model_name is None:
         print("muqsearch eval: name the model to evaluate with --model NAME_OR_PATH (or $MUQSEARCH_MODEL)",
               file=sys.stderr)
         return 2
-    model = MuQMuLan.from_pretrained(args.model, device=None if args.device == "auto" else args.device).eval()
+    model = MuQMuLan.from_pretrained(model_name, device=select_device(args.device)).eval()
     fingerprint = model.fingerprint()
     cache = None if args.no_cache else EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(), fingerprint)
     try:
         evaluation = evaluate(
-            dataset, model, cache=cache, similarity=args.similarity, n_bootstrap=args.bootstrap, seed=args.seed,
-            progress=sys.stderr.isatty() or not args.json,
+            dataset, model, cache=cache, similarity=args.similarity, n_bootstrap=args.bootstrap, seed=args.seed
         )
     except TokenizerMissingError as exc:
         print(f"muqsearch eval: {exc}", file=sys.stderr)
