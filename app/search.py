@@ -239,6 +239,7 @@ class SearchService:
         self._reload_lock = threading.Lock()
         self._model_lock = threading.Lock()  # one forward pass at a time: two cores, no oversubscription
         self._checked_at = 0.0
+        self._refused_generation: int | None = None
         self._text_banks: dict[str, TextBank] = {}
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
@@ -268,9 +269,11 @@ class SearchService:
             try:
                 if not (self.library_dir / "catalog.sqlite").exists():
                     raise LibraryError(f"no library at {self.library_dir} yet")
-                current = self._snapshot
-                if current is not None and self.library.generation <= current.generation:
+                current, generation = self._snapshot, self.library.generation
+                if current is not None and generation <= current.generation:
                     return False
+                if generation == self._refused_generation:
+                    return False  # this generation's model does not match ours: no point reading it again
                 snapshot = load_snapshot(self.library)
             except (LibraryError, RuntimeError, OSError) as exc:
                 if self._snapshot is None:
@@ -279,6 +282,7 @@ class SearchService:
                 return False
             library_fp = snapshot.indexes.fingerprint
             if library_fp != self._fingerprint:
+                self._refused_generation = snapshot.generation
                 self._snapshot_error = (
                     f"this library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "
                     f"but the running model is {self.model_name or self._fingerprint.get('model_id')!r}; "

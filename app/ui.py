@@ -13,9 +13,11 @@ library roots, and :class:`LibraryFileGuard` lets through only files that are in
 
 from __future__ import annotations
 
+import collections
 import html
 import logging
 import os
+import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Callable
@@ -78,15 +80,16 @@ class LibraryFileGuard:
     def refuses(self, requested: str) -> bool:
         if "\x00" in requested:
             return True
-        resolved = os.path.realpath(os.path.abspath(requested))
-        in_library = any(_is_within(resolved, root) for root in self.service.roots())
-        in_library = in_library or _is_within(resolved, os.path.realpath(self.service.library_dir))
+        # both spellings: the path as written (what a symlink inside a root looks like) and as resolved
+        candidates = {os.path.abspath(requested), os.path.realpath(os.path.abspath(requested))}
+        folders = [*self.service.roots(), str(self.service.library_dir)]
+        in_library = any(_is_within(path, folder) for path in candidates for folder in folders)
         return in_library and self.service.library_file(requested) is None
 
 
 def _is_within(path: str, root: str) -> bool:
-    root = os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep)
+               for r in {os.path.abspath(root), os.path.realpath(root)})
 
 
 def audio_url(result: Result) -> str:
@@ -212,14 +215,20 @@ def _filters(artist, album, year_min, year_max, duration_min, duration_max, tags
 
 @dataclass
 class Exports:
-    """Files written for the download buttons of one result list."""
+    """Files written for the download buttons of a result list; only the newest ``keep`` lists stay on
+    disk (Gradio serves its own cached copy of each, which it expires itself)."""
 
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="muqsearch-export-")))
+    keep: int = 64
+    _folders: collections.deque = field(default_factory=collections.deque)
 
     def write(self, results: list[Result], stem: str) -> list[str | None]:
         if not results:
             return [None, None, None]
         folder = Path(tempfile.mkdtemp(dir=self.directory))
+        self._folders.append(folder)
+        while len(self._folders) > self.keep:
+            shutil.rmtree(self._folders.popleft(), ignore_errors=True)
         return [str(export.write(results, folder / f"{stem}.{fmt}")) for fmt in export.FORMATS]
 
 
@@ -316,7 +325,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         return sorted({tag for tags in snapshot.tracks.tags for tag in tags}, key=str.casefold)
 
     limits = service.limits
-    with gr.Blocks(title="MuQ Search", analytics_enabled=False) as demo:
+    # delete_cache: Gradio's copies of uploads and exports older than an hour go, checked every hour
+    with gr.Blocks(title="MuQ Search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# MuQ Search\nFind music by describing it. Model: **{html.escape(info.model_label)}**")
         if info.notice:
             gr.Markdown(info.notice, elem_id="model-notice")

@@ -268,3 +268,16 @@ def test_filtered_ann_search_keeps_recall():
         recall = hits / (10 * len(queries))
         print(f"{expressions}: {int(mask.sum())} allowed, recall@10 {recall:.3f}")
         assert recall >= (1.0 if exact_path else 0.95), (expressions, int(mask.sum()), recall)
+
+
+def test_a_library_of_another_model_is_refused_with_a_reason(app_library):
+    import torch
+
+    from muq_model import MuQMuLan, MuQMuLanConfig
+
+    torch.manual_seed(1)
+    other = MuQMuLan(MuQMuLanConfig.tiny()).eval()
+    service = SearchService(app_library.directory, other, model_name="another tiny model")
+    with pytest.raises(SearchError, match="indexed with model 'tiny-test-model'.*another tiny model"):
+        service.search("piano")
+    assert "different models" in service.summary()["problem"]
