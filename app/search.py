@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.cache import LRUCache
 from app.filters import Filters, TrackColumns
@@ -235,7 +236,7 @@ class SearchService:
         self.query_cache: LRUCache[np.ndarray] = LRUCache(self.query_cache_size)
         self._library: Library | None = None
         self._snapshot: Snapshot | None = None
-        self._snapshot_error: str | None = None
+        self._problem: str | None = None  # why there is no snapshot to serve, when it is not just "empty"
         self._reload_lock = threading.Lock()
         self._model_lock = threading.Lock()  # one forward pass at a time: two cores, no oversubscription
         self._checked_at = 0.0
@@ -261,36 +262,36 @@ class SearchService:
     def reload(self) -> bool:
         """Load the current generation if it is newer than the one in use; True when it swapped.
 
-        A failed load (an empty library, a generation that vanished mid-read) keeps serving the old
-        snapshot and remembers the reason for :meth:`snapshot` to report.
+        Never raises: a failed load (no library yet, a generation of another model, an index that cannot
+        be read) keeps serving the previous snapshot and records why for :meth:`snapshot` to report.
         """
         with self._reload_lock:
             self._checked_at = time.monotonic()
             try:
                 if not (self.library_dir / "catalog.sqlite").exists():
-                    raise LibraryError(f"no library at {self.library_dir} yet")
+                    return False
                 current, generation = self._snapshot, self.library.generation
-                if current is not None and generation <= current.generation:
+                if generation == 0 or (current is not None and generation <= current.generation):
                     return False
                 if generation == self._refused_generation:
                     return False  # this generation's model does not match ours: no point reading it again
                 snapshot = load_snapshot(self.library)
-            except (LibraryError, RuntimeError, OSError) as exc:
+            except (LibraryError, RuntimeError, OSError, SQLAlchemyError) as exc:
+                log.warning("library not (re)loaded: %s", exc)
                 if self._snapshot is None:
-                    self._snapshot_error = str(exc)
-                log.info("library not (re)loaded: %s", exc)
+                    self._problem = (f"The library's vector index could not be read ({exc}). "
+                                     "Run `muqsearch index` on it to repair the index from the catalog.")
                 return False
-            library_fp = snapshot.indexes.fingerprint
-            if library_fp != self._fingerprint:
+            if snapshot.indexes.fingerprint != self._fingerprint:
                 self._refused_generation = snapshot.generation
-                self._snapshot_error = (
-                    f"this library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "
+                self._problem = (
+                    f"This library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "
                     f"but the running model is {self.model_name or self._fingerprint.get('model_id')!r}; "
                     "vectors of different models cannot be compared. Start with the library's model "
                     "(--model) or index the music again with this one."
                 )
                 return False
-            self._snapshot, self._snapshot_error = snapshot, None
+            self._snapshot, self._problem = snapshot, None
             if self.on_reload is not None:
                 self.on_reload(snapshot)
             log.info("serving index generation %d (%d tracks)", snapshot.generation, len(snapshot.tracks.ids))
@@ -301,20 +302,13 @@ class SearchService:
         if time.monotonic() - self._checked_at >= self.reload_check_seconds and not self._reload_lock.locked():
             self.reload()
         snapshot = self._snapshot
-        if snapshot is None:
-            raise SearchError(self._empty_message())
-        if len(snapshot.tracks.ids) == 0:
-            raise SearchError(self._empty_message())
+        if snapshot is None or len(snapshot.tracks.ids) == 0:
+            raise SearchError(self._problem or (
+                f"The library at {self.library_dir} has no indexed tracks yet. Index a music folder with "
+                f"`muqsearch index ~/Music --library {self.library_dir}`; the search picks the new tracks up "
+                "without a restart."
+            ))
         return snapshot
-
-    def _empty_message(self) -> str:
-        if self._snapshot_error and "different models" in self._snapshot_error:
-            return self._snapshot_error
-        return (
-            f"The library at {self.library_dir} has no indexed tracks yet. Index a music folder with "
-            f"`muqsearch index ~/Music --library {self.library_dir}`; the search picks the new tracks up "
-            "without a restart."
-        )
 
     # ---- text -> music -----------------------------------------------------------------------------
 
@@ -515,7 +509,7 @@ class SearchService:
             "index_type": None,
             "roots": [],
             "query_cache": {"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},
-            "problem": self._snapshot_error,
+            "problem": self._problem,
         }
         if (self.library_dir / "catalog.sqlite").exists():
             counts = self.library.catalog.counts()
