@@ -202,7 +202,7 @@ def run_texts(args) -> int:
 def add_arguments_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860; the next free one if taken)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login for the page and the API")
     parser.add_argument("--max-upload-mb", type=float, default=100.0, help="largest accepted upload (default 100)")
 
@@ -227,7 +227,10 @@ def run_serve(args) -> int:
         if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
             print(f"warning: serving on {args.host} without --auth: anyone who can reach this port can search "
                   "and play your library", file=sys.stderr)
-        ui.launch(service, info, host=args.host, port=args.port, auth=auth)
+        app, url = ui.launch(service, info, host=args.host, port=args.port, auth=auth, block=False, quiet=True)
+        print(f"MuQ Search on {url}  (model: {setup.model}; library: {setup.library_dir})"
+              + ("; login required" if auth else "") + "\nCtrl+C stops it.", flush=True)
+        app.block_thread()
 
     return _run("serve", body)
 
