@@ -139,7 +139,10 @@ def run_describe(args) -> int:
         if args.json:
             print(json.dumps(description.to_dict(), indent=2, ensure_ascii=False))
             return
-        print(f"{description.source}\n\nTags:")
+        print(description.source)
+        if description.note:
+            print(f"note: {description.note}")
+        print("\nTags:")
         for t in description.tags:
             print(f"  {t.score:6.3f}  {t.text}  ({t.category})")
         if description.descriptions:

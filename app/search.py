@@ -107,6 +107,7 @@ class Description:
     tags: list[TextMatch]
     descriptions: list[TextMatch]
     similar: list[Result]
+    note: str | None = None  # why tags/descriptions are missing, when they are
 
     def to_dict(self) -> dict:
         return {
@@ -114,6 +115,7 @@ class Description:
             "tags": [t.to_dict() for t in self.tags],
             "descriptions": [d.to_dict() for d in self.descriptions],
             "similar": [r.to_dict() for r in self.similar],
+            "note": self.note,
         }
 
 
@@ -359,7 +361,12 @@ class SearchService:
         k = self._check_k(k)
         tags: list[TextMatch] = []
         descriptions: list[TextMatch] = []
-        for bank in self.text_banks():
+        note = None
+        try:
+            banks = self.text_banks()
+        except SearchError as exc:  # a model without a tokenizer: no texts to rank, similar tracks still work
+            banks, note = [], str(exc)
+        for bank in banks:
             scores = bank.vectors @ vector
             best = np.argsort(-scores, kind="stable")[:k]
             matches = [TextMatch(bank.texts[i], float(scores[i]), bank.name, bank.categories[i]) for i in best]
@@ -368,7 +375,7 @@ class SearchService:
         similar = []
         if snapshot is not None and similar_k > 0:
             similar = self._search_vector(snapshot, vector, similar_k, None, False, exclude=exclude)
-        return Description(label, tags, descriptions[:k], similar)
+        return Description(label, tags, descriptions[:k], similar, note)
 
     def text_banks(self) -> list[TextBank]:
         """The vocabulary and every user collection, embedded with the running model (cached in the catalog)."""

@@ -282,6 +282,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         except Exception as exc:  # noqa: BLE001
             return (_message(exc), *empty, *answer([], "", "describe")[2:])
         headline = f"Best matches for {html.escape(Path(description.source).name if audio_path else description.source)}."
+        if description.note:
+            headline += f"\n\n⚠️ {description.note}"
         tags = bars_html(description.tags, title="Tags")
         descriptions = bars_html(description.descriptions, title="Your descriptions") if description.descriptions else (
             "<p class='mq-facts'>Add your own descriptions with <code>muqsearch texts add FILE</code>.</p>")

@@ -182,6 +182,8 @@ def test_model_without_tokenizer_explains_itself(app_library, tiny_model):
     with pytest.raises(SearchError, match="no text tokenizer"):
         service.search("piano")
     assert len(service.similar(app_library.paths[1], k=2)) == 2  # audio still works
+    description = service.describe(app_library.paths[1], k=3)
+    assert description.tags == [] and "no text tokenizer" in description.note and len(description.similar) == 5
 
 
 def test_library_file_only_names_indexed_tracks(service, app_library, tmp_path):
