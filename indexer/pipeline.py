@@ -207,8 +207,6 @@ class Indexer:
                 found = self._scan(roots)
                 tasks, self.summary.skipped = plan(found, self.catalog, retry_errors=self.options.retry_errors)
                 if tasks:
-                    if self.options.auto_tags:
-                        self.tagger = AutoTagger.for_model(self.model, self.catalog)
                     self._process(tasks)
                 self._prune_or_count_missing()
             except KeyboardInterrupt:
@@ -308,8 +306,11 @@ class Indexer:
 
         for slot in range(max(1, min(options.workers, len(tasks)))):
             start_worker(slot)
-        self._open_progress(len(tasks))
         phase_start = time.monotonic()
+        if options.auto_tags:  # the decoders start on the first files meanwhile
+            self.tagger = AutoTagger.for_model(self.model, self.catalog)
+            self.summary.model_seconds += time.monotonic() - phase_start
+        self._open_progress(len(tasks))
         try:
             while self._unfinished:
                 try:

@@ -1,0 +1,106 @@
+"""`muqsearch index` and `muqsearch status` as a user runs them (in-process, real model directory)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.cli import main
+from indexer import ann
+from indexer.testing import write_audio
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def music(tmp_path):
+    root = tmp_path / "music"
+    for n in range(3):
+        write_audio(root / f"song{n}.flac", 3.0 + n, 44100, 2, seed=n)
+    (root / "bad.ogg").write_bytes(b"OggS" + b"\0" * 200)
+    return root
+
+
+def test_index_json_then_status_json(capsys, music, tmp_path, tiny_model_dir):
+    library = tmp_path / "library"
+    code, out, err = run(capsys, "index", music, "--library", library, "--model", tiny_model_dir, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert {"indexed", "skipped", "failed", "removed", "errors"} <= set(summary)
+    assert (summary["indexed"], summary["skipped"], summary["failed"], summary["removed"]) == (3, 0, 1, 0)
+    assert summary["errors"] == [
+        {"path": str(music / "bad.ogg"), "stage": "read", "message": summary["errors"][0]["message"]}
+    ]
+
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    status = json.loads(out)
+    assert code == 0
+    assert {"tracks", "segments", "errors", "model", "index_type", "generation"} <= set(status)
+    assert (status["tracks"], status["segments"], status["errors"]) == (3, 3, 1)
+    assert status["model"] == str(tiny_model_dir) and status["index_type"] == "flat"
+    assert status["generation"] == 1 and status["consistent"] is True
+    assert status["sizes_bytes"]["tracks_index"] > 0
+
+    # The library remembers its model: a re-run needs no --model, and skips everything.
+    code, out, _ = run(capsys, "index", music, "--library", library, "--json")
+    again = json.loads(out)
+    assert code == 0 and (again["indexed"], again["skipped"], again["failed"]) == (0, 4, 0)
+
+
+def test_text_output_lists_every_failure(capsys, music, tmp_path, tiny_model_dir):
+    library = tmp_path / "library"
+    code, out, err = run(capsys, "index", music, "--library", library, "--model", tiny_model_dir)
+    assert code == 0
+    assert "indexed 3" in out and "failed 1" in out
+    assert f"failed [read] {music / 'bad.ogg'}:" in out
+    assert "indexing" in err  # the progress bar goes to stderr
+    code, out, _ = run(capsys, "status", "--library", library)
+    assert "tracks:    3" in out and "errors:    1" in out and "bad.ogg" in out and "consistent: yes" in out
+
+
+def test_nothing_indexable_exits_1(capsys, tmp_path, tiny_model_dir):
+    (tmp_path / "music").mkdir()
+    (tmp_path / "music" / "x.mp3").write_text("no")
+    code, out, _ = run(capsys, "index", tmp_path / "music", "--library", tmp_path / "lib", "--model",
+                       tiny_model_dir, "--json")
+    assert code == 1 and json.loads(out)["failed"] == 1
+
+
+def test_without_a_model_the_message_says_what_to_pass(capsys, music, tmp_path, monkeypatch):
+    monkeypatch.delenv("MUQSEARCH_MODEL", raising=False)
+    code, _, err = run(capsys, "index", music, "--library", tmp_path / "lib")
+    assert code == 2 and "--model" in err
+
+
+def test_status_of_a_missing_library(capsys, tmp_path):
+    code, _, err = run(capsys, "status", "--library", tmp_path / "nothing")
+    assert code == 2 and "muqsearch index" in err
+
+
+def test_optimize_switches_to_the_ann_index_past_the_threshold(capsys, music, tmp_path, tiny_model_dir, monkeypatch):
+    library = tmp_path / "library"
+    run(capsys, "index", music, "--library", library, "--model", tiny_model_dir)
+    monkeypatch.setattr(ann, "EXACT_LIMIT", 2)
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    assert "--optimize" in json.loads(out)["advice"]
+    code, out, _ = run(capsys, "index", music, "--library", library, "--optimize", "--json")
+    assert code == 0 and json.loads(out)["generation"] == 2
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    status = json.loads(out)
+    assert (status["index_type"], status["segment_index_type"], status["advice"]) == ("hnsw", "hnsw", None)
+    assert status["consistent"]
+
+
+def test_default_library_dir_follows_env_and_xdg(monkeypatch, tmp_path):
+    from indexer.vectors import default_library_dir
+
+    monkeypatch.setenv("MUQSEARCH_LIBRARY", str(tmp_path / "env-lib"))
+    assert default_library_dir() == tmp_path / "env-lib"
+    monkeypatch.delenv("MUQSEARCH_LIBRARY")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_library_dir() == tmp_path / "xdg" / "muqsearch" / "library"
