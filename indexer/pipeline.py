@@ -27,11 +27,12 @@ import queue
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 
 from indexer.autotag import AutoTagger
 from indexer.catalog import Catalog, IndexError_, IndexRun, Segment, Track, TrackTag, to_blob, utcnow
@@ -144,6 +145,21 @@ class IndexLocked(LibraryError):
     """Another `muqsearch index` is writing to this library."""
 
 
+@contextmanager
+def library_lock(directory):
+    """Hold an exclusive lock on a library for a run (the OS releases it if the process is killed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexLocked(f"another `muqsearch index` is running on {directory}; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 # --------------------------------------------------------------------------------------------------
 # plan
 
@@ -194,13 +210,14 @@ class Indexer:
         self._buffer: list[tuple[str, Task, object]] = []  # (kind, task, payload) awaiting commit
         self._last_commit = time.monotonic()
         self._progress = None
+        self._status = "done"
 
     # ---- entry point ------------------------------------------------------------------------------
 
     def run(self, roots) -> IndexSummary:
         started = time.monotonic()
         roots = [os.path.abspath(os.path.expanduser(str(r))) for r in roots]
-        with self._lock():
+        with library_lock(self.library.directory):
             self.catalog.claim_fingerprint(self.model.fingerprint(), self.model_name, self.model.dim)
             self.summary.run_id = self._start_run(roots)
             try:
@@ -209,8 +226,9 @@ class Indexer:
                 if tasks:
                     self._process(tasks)
                 self._prune_or_count_missing()
-            except KeyboardInterrupt:
-                self.summary.interrupted = True
+            except BaseException as exc:  # keep what is finished, then let the problem through
+                self.summary.interrupted = isinstance(exc, KeyboardInterrupt)
+                self._status = "interrupted" if self.summary.interrupted else "failed"
                 self._commit()
                 raise
             finally:
@@ -220,28 +238,6 @@ class Indexer:
                 self.summary.seconds = time.monotonic() - started
                 self._finish_run()
         return self.summary
-
-    def _lock(self):
-        """Hold an exclusive lock on the library for the run (released by the OS if we are killed)."""
-        library = self.library
-
-        class Lock:
-            def __enter__(self_):
-                library.directory.mkdir(parents=True, exist_ok=True)
-                self_.fd = os.open(library.directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(self_.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(self_.fd)
-                    raise IndexLocked(
-                        f"another `muqsearch index` is running on {library.directory}; wait for it to finish"
-                    ) from None
-
-            def __exit__(self_, *exc):
-                fcntl.flock(self_.fd, fcntl.LOCK_UN)
-                os.close(self_.fd)
-
-        return Lock()
 
     def _start_run(self, roots: list[str]) -> int:
         with self.catalog.session.begin() as s:
@@ -257,7 +253,7 @@ class Indexer:
         with self.catalog.session.begin() as s:
             run = s.get(IndexRun, summary.run_id)
             run.finished = utcnow()
-            run.status = "interrupted" if summary.interrupted else "done"
+            run.status = self._status
             run.indexed, run.skipped, run.failed, run.removed = (
                 summary.indexed, summary.skipped, summary.failed, summary.removed
             )
@@ -269,7 +265,8 @@ class Indexer:
         result = scan(roots, exclude=[self.library.directory])
         with self.catalog.session.begin() as s:
             for root in roots:  # scan problems are re-established by every scan of their root
-                s.execute(delete(IndexError_).where(IndexError_.stage == "scan", IndexError_.path.startswith(root)))
+                under_root = or_(IndexError_.path == root, IndexError_.path.startswith(root.rstrip(os.sep) + os.sep))
+                s.execute(delete(IndexError_).where(IndexError_.stage == "scan", under_root))
             for path, reason in result.problems:
                 self.catalog.record_error(s, path, "scan", reason, self.summary.run_id)
                 self._note_error(path, "scan", reason)

@@ -194,3 +194,19 @@ def test_unreadable_file(tmp_path):
     path = write_audio(tmp_path / "locked.wav", 1.0)
     path.chmod(0)
     expect_error(path, "permission")
+
+
+def test_a_file_without_an_audio_stream(tmp_path):
+    import av
+
+    path = tmp_path / "video_only.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 40, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    expect_error(path, "no audio stream")

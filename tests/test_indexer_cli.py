@@ -104,3 +104,16 @@ def test_default_library_dir_follows_env_and_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("MUQSEARCH_LIBRARY")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert default_library_dir() == tmp_path / "xdg" / "muqsearch" / "library"
+
+
+def test_a_damaged_index_is_detected_by_status_and_rebuilt_by_index(capsys, music, tmp_path, tiny_model_dir):
+    library = tmp_path / "library"
+    run(capsys, "index", music, "--library", library, "--model", tiny_model_dir)
+    (library / "vectors" / "gen-00000001" / "tracks.faiss").write_bytes(b"\0" * 100)
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    assert code == 0 and json.loads(out)["consistent"] is False
+    code, out, _ = run(capsys, "index", music, "--library", library, "--json")
+    assert code == 0 and json.loads(out)["generation"] == 2
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    status = json.loads(out)
+    assert status["consistent"] is True and status["tracks"] == 3

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from indexer.audio import load_audio
 from indexer.catalog import CatalogError, IndexError_, Segment, Track, TrackTag
-from indexer.pipeline import Indexer, IndexLocked, IndexOptions
+from indexer.pipeline import Indexer, IndexLocked, IndexOptions, library_lock
 from indexer.testing import write_audio, write_tags
 from indexer.vectors import Library, index_ids
 
@@ -229,9 +229,9 @@ def test_a_model_with_another_fingerprint_is_refused(library, tmp_path):
 
 
 def test_only_one_indexer_at_a_time(library, tiny_model, tmp_path):
-    first = Indexer(library, tiny_model, "tiny", IndexOptions(workers=1, progress=False))
-    with first._lock(), pytest.raises(IndexLocked, match="another"):
+    with library_lock(library.directory), pytest.raises(IndexLocked, match="another"):
         index(library, tiny_model, [tmp_path / "music"])
+    assert index(library, tiny_model, [tmp_path / "music"]).skipped == len(GOOD) + 3  # released
 
 
 def test_empty_folder_indexes_nothing(tmp_path, tiny_model):
@@ -239,3 +239,46 @@ def test_empty_folder_indexes_nothing(tmp_path, tiny_model):
     with Library.open(tmp_path / "library", create=True) as library:
         summary = index(library, tiny_model, [tmp_path / "music"])
         assert (summary.indexed, summary.skipped, summary.failed) == (0, 0, 0)
+
+
+def test_a_crashing_decoder_fails_only_its_file(tmp_path, tiny_model):
+    import signal
+    import threading
+
+    import soundfile as sf
+
+    from indexer.testing import synth
+
+    music = tmp_path / "music"
+    long_file = music / "00 long.wav"  # decoded first, and long enough to be in the decoder when it dies
+    music.mkdir()
+    with sf.SoundFile(long_file, "w", 8000, 1, subtype="PCM_16") as out:
+        for minute in range(20):
+            out.write(synth(60.0, 8000, 1, seed=minute))
+    for n in range(3):
+        write_audio(music / f"{n + 1:02d} short.flac", 3.0, 44100, 1, seed=n)
+    killed = []
+
+    def kill_the_decoder_holding_the_long_file():
+        for _ in range(1200):
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+                try:
+                    targets = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+                except OSError:
+                    continue
+                if str(long_file) in targets:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            threading.Event().wait(0.1)
+
+    killer = threading.Thread(target=kill_the_decoder_holding_the_long_file, daemon=True)
+    killer.start()
+    with Library.open(tmp_path / "library", create=True) as library:
+        summary = index(library, tiny_model, [music])
+        killer.join()
+        assert killed, "never saw a decoder with the long file open"
+        assert (summary.indexed, summary.failed) == (3, 1)
+        assert summary.errors == [{"path": str(long_file), "stage": "decode",
+                                   "message": "decoder process crashed (exit code -9)"}]
+        assert str(long_file) not in tracks_by_path(library) and library.check().ok
