@@ -227,6 +227,12 @@ class MuQModel(nn.Module):
     def compute_dtype(self) -> torch.dtype:
         return self.conv.linear.weight.dtype
 
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """Normalised mel (B, n_mels, T_mel), computed in fp32 without gradients (the front end has no
+        parameters), then cast to the compute dtype (spec Q-D1 fix)."""
+        with torch.no_grad():
+            return self.mel(wave).to(self.compute_dtype)
+
     def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         if wave.dim() != 2:
             raise ValueError(f"MuQModel expects a (batch, samples) waveform, got shape {tuple(wave.shape)}")
@@ -234,9 +240,13 @@ class MuQModel(nn.Module):
             raise ValueError(
                 f"waveform of {wave.shape[1]} samples is too short: MuQ needs more than {self.config.n_fft // 2}"
             )
-        with torch.no_grad():  # the front end has no parameters (as in the official code)
-            mel = self.mel(wave)  # (B, n_mels, T_mel) fp32
-        h0 = self.conv(mel.to(self.compute_dtype))  # (B, T', D)
+        if self.training:  # BatchNorm statistics over the whole batch, as upstream
+            h0 = self.conv(self.features(wave))  # (B, T', D)
+        else:
+            # At inference mel + stem run clip by clip: batching gains nothing for the stem's large
+            # convolutions, and one clip's activations (conv_dim x n_mels/2 x T_mel/2 floats, 65 MB for
+            # 10 s) bound the memory. The Conformer then runs on the whole batch.
+            h0 = torch.cat([self.conv(self.features(clip[None])) for clip in wave])  # (B, T', D)
         key_mask = None
         if attention_mask is not None:  # sample-level mask -> frame-level (spec 3.6)
             step = int(wave.shape[1] / h0.shape[1])
