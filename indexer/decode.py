@@ -1,10 +1,16 @@
 """The decode stage: worker processes that turn files into model-ready clips while the model runs.
 
-Each worker takes a :class:`DecodeJob` from the job queue and answers on the result queue with, in order,
-``ClipMessage`` for every clip of the file (streamed: memory stays bounded for a 60-minute file, and the
-bounded result queue makes a worker wait when the model falls behind), then one ``DoneMessage``
-carrying the file's facts and tags, or an ``ErrorMessage`` naming the stage that failed. Clips follow
-the model's clip policy (:func:`muq_model.clips.iter_clips`).
+Each worker owns one duplex pipe to the indexer. It receives :class:`DecodeJob` s (the indexer keeps at
+most two outstanding per worker) and answers each, in order, with a ``ClipMessage`` for every clip of
+the file, then one ``DoneMessage`` carrying the file's facts and tags, or an ``ErrorMessage`` naming the
+stage that failed. Clips follow the model's clip policy (:func:`muq_model.clips.iter_clips`) and stream:
+a worker decodes at most ``prefetch`` clips ahead of what the indexer has read, so memory stays bounded
+for a 60-minute file and the model always finds clips waiting.
+
+One pipe per worker (no queue shared between workers) means a decoder that crashes -- a segfault in a
+codec library, a kill -- takes nothing down with it: no shared lock is left held, no half-written
+message reaches another reader. The indexer sees end-of-file on that pipe and reports the file.
+Likewise a worker sees end-of-file when the indexer dies, and exits.
 
 A job for a file whose audio is already in the catalog (``known_audio_hash``; the file changed on disk,
 e.g. re-tagged) is first decoded once just to hash its audio; when the hash matches, the worker answers
@@ -19,6 +25,7 @@ import hashlib
 import os
 import queue
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,20 +33,12 @@ import numpy as np
 from indexer.audio import AudioDecodeError, probe, stream_audio
 from indexer.tags import read_tags
 
-POLL_SECONDS = 0.5  # how often a blocked worker checks that the indexer is still alive
-
 
 @dataclass(frozen=True)
 class DecodeJob:
     task_id: int
     path: str
     known_audio_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class StartMessage:
-    task_id: int
-    worker: int
 
 
 @dataclass(frozen=True)
@@ -152,47 +151,38 @@ def _reason(exc: BaseException) -> str:
 # Worker process
 
 
-def worker_main(worker: int, jobs, results, settings: DecodeSettings, lifeline) -> None:
-    """Process entry point: decode jobs until a None job arrives or the indexer process is gone.
+def worker_main(connection, settings: DecodeSettings, prefetch: int) -> None:
+    """Process entry point: decode the jobs that arrive on ``connection`` until a None job.
 
-    ``lifeline`` is the read end of a pipe whose only write end the indexer holds: it reads as ready
-    (end of file) once the indexer exits or is killed, whatever process the worker was forked from.
+    The main thread decodes into a bounded outbox; a sender thread writes the outbox to the pipe, so
+    decoding runs ahead of the indexer by up to ``prefetch`` messages and no further.
     """
     import torch
 
     torch.set_num_threads(1)  # the clip policy uses torch; the cores belong to the model
     if settings.stderr_path:
         _redirect_stderr(settings.stderr_path)
-
-    def alive() -> bool:
-        return not lifeline.poll()
-
-    def emit(message) -> None:
-        while True:
-            try:
-                results.put(message, timeout=POLL_SECONDS)
-                return
-            except queue.Full:
-                if not alive():
-                    _abandon()
-
+    outbox: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    sender = threading.Thread(target=_send_all, args=(outbox, connection), daemon=True)
+    sender.start()
     while True:
         try:
-            job = jobs.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if not alive():
-                _abandon()
-            continue
+            job = connection.recv()
+        except (EOFError, OSError):
+            os._exit(0)  # the indexer is gone
         if job is None:
-            return
-        emit(StartMessage(job.task_id, worker))
-        decode_file(job, settings, emit)
+            break
+        decode_file(job, settings, outbox.put)
+    outbox.put(None)
+    sender.join()
 
 
-def _abandon() -> None:
-    """The indexer is gone: exit now. A normal exit would wait forever for the queue's feeder thread to
-    flush clips into a pipe that nobody reads any more."""
-    os._exit(0)
+def _send_all(outbox: queue.Queue, connection) -> None:
+    while (message := outbox.get()) is not None:
+        try:
+            connection.send(message)
+        except (EOFError, OSError):
+            os._exit(0)  # the indexer is gone: nobody will read the rest
 
 
 def _redirect_stderr(path: str) -> None:

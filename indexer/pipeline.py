@@ -6,8 +6,9 @@ Stages, in the order a file goes through them (one :class:`Task` per file carrie
 - **plan**: compares what was found with the catalog. Unchanged files (same path, size, mtime) and
   unchanged known-bad files are skipped; a changed file keeps its audio hash so the decoder can tell a
   tag edit (refresh tags only) from new audio (embed again).
-- **decode** (``indexer.decode``): worker processes stream clips into a bounded queue, so the model in
-  this process always has the next batch ready and a 60-minute file never sits in memory whole.
+- **decode** (``indexer.decode``): worker processes stream clips through one pipe each, a few clips
+  ahead, so the model in this process always has the next batch ready and a 60-minute file never sits
+  in memory whole; a crashed or stuck decoder costs only its file.
 - **embed**: batches equal-length clips from any files through ``model.embed_clips``.
 - **store**: a finished track (all clips embedded) becomes catalog rows -- track, segments, file and auto
   tags -- written in small transactions (``commit_every`` tracks or ``commit_seconds``), so a run killed
@@ -22,11 +23,11 @@ from __future__ import annotations
 import fcntl
 import json
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
 import sys
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -36,15 +37,7 @@ from sqlalchemy import delete, or_, select, update
 
 from indexer.autotag import AutoTagger
 from indexer.catalog import Catalog, IndexError_, IndexRun, Segment, Track, TrackTag, to_blob, utcnow
-from indexer.decode import (
-    ClipMessage,
-    DecodeJob,
-    DecodeSettings,
-    DoneMessage,
-    ErrorMessage,
-    StartMessage,
-    worker_main,
-)
+from indexer.decode import ClipMessage, DecodeJob, DecodeSettings, DoneMessage, ErrorMessage, worker_main
 from indexer.scan import FoundFile, scan
 from indexer.vectors import Library, LibraryError
 
@@ -130,7 +123,6 @@ class Task:
     vectors: dict[int, np.ndarray] = field(default_factory=dict)  # clip index -> unit vector
     done: DoneMessage | None = None
     failed: bool = False
-    worker: int | None = None
 
     @property
     def path(self) -> str:
@@ -158,6 +150,72 @@ def library_lock(directory):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+# --------------------------------------------------------------------------------------------------
+# decoder processes
+
+
+@dataclass
+class Decoder:
+    """One decoder process and its pipe; ``tasks`` are the ids of the jobs it holds, oldest first."""
+
+    slot: int
+    process: mp.Process
+    connection: object  # multiprocessing.connection.Connection
+    tasks: deque = field(default_factory=deque)
+    last_heard: float = field(default_factory=time.monotonic)
+    retired: bool = False
+
+    def retire(self) -> None:
+        """No more jobs for it: ask it to exit once it has sent everything."""
+        if not self.retired:
+            self.retired = True
+            try:
+                self.connection.send(None)
+            except OSError:
+                pass  # already gone; the pool notices
+
+
+class DecoderPool:
+    """Worker processes started from a fork server (never forked from this process with its model and
+    thread pools), each with its own pipe."""
+
+    def __init__(self, settings: DecodeSettings, prefetch: int):
+        self.settings, self.prefetch = settings, prefetch
+        if "forkserver" in mp.get_all_start_methods():
+            self.ctx = mp.get_context("forkserver")
+            self.ctx.set_forkserver_preload(["indexer.decode", "muq_model.clips"])
+        else:
+            self.ctx = mp.get_context("spawn")
+        self.decoders: dict[int, Decoder] = {}
+
+    def start(self, slot: int) -> Decoder:
+        ours, theirs = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=worker_main, args=(theirs, self.settings, self.prefetch),
+                                   daemon=True, name=f"muqsearch-decode-{slot}")
+        process.start()
+        theirs.close()  # only the worker holds its end now: its death reads as end-of-file here
+        self.decoders[slot] = Decoder(slot, process, ours)
+        return self.decoders[slot]
+
+    def ready(self, timeout: float) -> list[Decoder]:
+        """Decoders with a message (or an end-of-file) waiting, after at most ``timeout`` seconds."""
+        by_connection = {d.connection: d for d in self.decoders.values() if not d.connection.closed}
+        return [by_connection[c] for c in mp_connection.wait(list(by_connection), timeout=timeout)]
+
+    def remove(self, decoder: Decoder) -> None:
+        decoder.connection.close()
+        del self.decoders[decoder.slot]
+
+    def close(self) -> None:
+        for decoder in self.decoders.values():
+            decoder.connection.close()  # end-of-file: a worker still running exits
+        for decoder in self.decoders.values():
+            decoder.process.join(timeout=2)
+            if decoder.process.is_alive():
+                decoder.process.kill()
+        self.decoders.clear()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +263,7 @@ class Indexer:
         self._pending: dict[int, list[ClipMessage]] = defaultdict(list)  # clip length -> clips to embed
         self._tasks: dict[int, Task] = {}
         self._unfinished: set[int] = set()
-        self._current: dict[int, tuple[int, float]] = {}  # worker slot -> (task id, last heard of)
+        self._waiting: deque[int] = deque()
         self._idle_crashes = 0  # decoder deaths not caused by a file (cannot start, killed from outside)
         self._buffer: list[tuple[str, Task, object]] = []  # (kind, task, payload) awaiting commit
         self._last_commit = time.monotonic()
@@ -275,74 +333,60 @@ class Indexer:
     # ---- decode + embed ---------------------------------------------------------------------------
 
     def _process(self, tasks: list[Task]) -> None:
-        options = self.options
         self._tasks = {t.id: t for t in tasks}
         self._unfinished = set(self._tasks)
-        ctx = _mp_context()
-        jobs = ctx.Queue()
-        per_batch = max(1, self.model.clip_batch_samples // self.model.clip_samples)
-        results = ctx.Queue(maxsize=max(8, 2 * per_batch))  # bounds decoded-but-not-embedded audio
-        for task in tasks:
-            jobs.put(DecodeJob(task.id, task.path, task.previous_hash))
+        self._waiting = deque(t.id for t in tasks)  # not yet handed to a decoder
         self.library.cache_dir.mkdir(parents=True, exist_ok=True)
         settings = DecodeSettings(
             sample_rate=self.model.sample_rate,
             policy=self.model.clip_policy,
-            max_seconds=options.max_seconds,
+            max_seconds=self.options.max_seconds,
             stderr_path=str(self.library.cache_dir / DECODER_LOG),
         )
-        workers: dict[int, mp.Process] = {}
-        lifeline, keep_alive = ctx.Pipe(duplex=False)  # workers stop when keep_alive closes (or we die)
-
-        def start_worker(slot: int) -> None:
-            jobs.put(None)  # one stop sentinel per worker ever started; all queued behind the jobs
-            process = ctx.Process(target=worker_main, args=(slot, jobs, results, settings, lifeline),
-                                  daemon=True, name=f"muqsearch-decode-{slot}")
-            process.start()
-            workers[slot] = process
-
-        for slot in range(max(1, min(options.workers, len(tasks)))):
-            start_worker(slot)
+        n_workers = max(1, min(self.options.workers, len(tasks)))
+        per_batch = max(1, self.model.clip_batch_samples // self.model.clip_samples)
+        pool = DecoderPool(settings, prefetch=max(2, 2 * per_batch // n_workers))
         phase_start = time.monotonic()
-        if options.auto_tags:  # the decoders start on the first files meanwhile
-            self.tagger = AutoTagger.for_model(self.model, self.catalog)
-            self.summary.model_seconds += time.monotonic() - phase_start
-        self._open_progress(len(tasks))
         try:
+            for slot in range(n_workers):
+                self._assign(pool.start(slot))
+            if self.options.auto_tags:  # the decoders start on the first files meanwhile
+                self.tagger = AutoTagger.for_model(self.model, self.catalog)
+                self.summary.model_seconds += time.monotonic() - phase_start
+            self._open_progress(len(tasks))
             while self._unfinished:
-                try:
-                    message = results.get(timeout=0.2)
-                except queue.Empty:
-                    # Nothing waiting: keep the model busy with whatever is pending, else look after
-                    # the workers (crashed, stuck, all gone).
-                    if not self._embed_pending(idle=True):
-                        self._watch_workers(workers, start_worker)
-                else:
-                    self._receive(message)
+                ready = pool.ready(timeout=0.2)
+                for decoder in ready:
+                    try:
+                        message = decoder.connection.recv()
+                    except (EOFError, OSError):  # it exited (retired) or died
+                        decoder.process.join(timeout=5)
+                        self._bury(pool, decoder, f"decoder process crashed (exit code {decoder.process.exitcode})")
+                        continue
+                    self._receive(decoder, message)
+                if not ready and not self._embed_pending(idle=True):
+                    self._look_after(pool)  # nothing to read and nothing to embed: are the decoders fine?
                 self._maybe_commit()
             self.summary.embed_phase_seconds = time.monotonic() - phase_start
         finally:
-            keep_alive.close()
-            lifeline.close()
-            for process in workers.values():
-                process.join(timeout=2)
-                if process.is_alive():
-                    process.terminate()
-            for q in (jobs, results):
-                q.cancel_join_thread()
-                q.close()
+            pool.close()
         self._commit()
 
-    def _receive(self, message) -> None:
+    def _assign(self, decoder: Decoder) -> None:
+        """Keep two jobs outstanding per decoder, so it starts the next file without waiting for us."""
+        while len(decoder.tasks) < 2 and self._waiting:
+            task = self._tasks[self._waiting.popleft()]
+            decoder.tasks.append(task.id)
+            decoder.connection.send(DecodeJob(task.id, task.path, task.previous_hash))
+        if not decoder.tasks:
+            decoder.retire()
+
+    def _receive(self, decoder: Decoder, message) -> None:
+        decoder.last_heard = time.monotonic()
         task = self._tasks[message.task_id]
-        if isinstance(message, StartMessage):
-            task.worker = message.worker
-            self._current[message.worker] = (task.id, time.monotonic())
-            return
-        if task.worker is not None and not isinstance(message, ClipMessage):
-            self._current.pop(task.worker, None)  # the worker is done with this file
-        elif task.worker is not None:
-            self._current[task.worker] = (task.id, time.monotonic())
+        if not isinstance(message, ClipMessage):  # the decoder is done with this file
+            decoder.tasks.popleft()
+            self._assign(decoder)
         if task.failed:
             return  # late clips of a file that already failed
         if isinstance(message, ClipMessage):
@@ -398,34 +442,37 @@ class Indexer:
             if task.complete and not task.failed and task.id in self._unfinished:
                 self._finish(task, "track")
 
-    def _watch_workers(self, workers: dict[int, mp.Process], start_worker) -> None:
-        """Report the file of a crashed or stuck decoder and replace it; fail what no worker can reach."""
+    def _look_after(self, pool: DecoderPool) -> None:
+        """Stop a decoder stuck on one file; bury any that died without a word."""
         now = time.monotonic()
-        for slot, process in list(workers.items()):
-            task_id, heard = self._current.get(slot, (None, now))
-            stuck = task_id is not None and now - heard > self.options.decode_timeout
-            if stuck:
-                process.kill()
-                process.join()
-                reason = f"decoder gave no sign of progress for {self.options.decode_timeout:.0f} s"
-            elif process.is_alive() or process.exitcode == 0:
-                continue  # working, or finished its share
-            else:
-                reason = f"decoder process crashed (exit code {process.exitcode})"
-            self._current.pop(slot, None)
-            if task_id is not None:
-                self._fail(self._tasks[task_id], "decode", reason)
-            else:
-                self._idle_crashes += 1
-                if self._idle_crashes > MAX_IDLE_CRASHES:
-                    raise RuntimeError(
-                        f"decoder processes keep dying before they decode anything ({reason}); "
-                        f"see {self.library.cache_dir / DECODER_LOG}"
-                    )
-            start_worker(slot)
-        if not any(p.is_alive() for p in workers.values()):
-            for task_id in list(self._unfinished):  # every decoder has stopped: nobody will answer
+        for decoder in list(pool.decoders.values()):
+            if decoder.tasks and now - decoder.last_heard > self.options.decode_timeout:
+                decoder.process.kill()
+                decoder.process.join()
+                self._bury(pool, decoder, f"decoder gave no sign of progress for {self.options.decode_timeout:.0f} s")
+            elif not decoder.process.is_alive():
+                self._bury(pool, decoder, f"decoder process crashed (exit code {decoder.process.exitcode})")
+        if not pool.decoders:
+            for task_id in list(self._unfinished):  # cannot happen unless decoders vanish: report, not hang
                 self._fail(self._tasks[task_id], "decode", "no decoder process reported on this file")
+
+    def _bury(self, pool: DecoderPool, decoder: Decoder, reason: str) -> None:
+        """A decoder has gone: fail the file it was on, hand its next job on, start a replacement."""
+        pool.remove(decoder)
+        if decoder.tasks:
+            self._fail(self._tasks[decoder.tasks.popleft()], "decode", reason)
+            self._waiting.extendleft(reversed(decoder.tasks))  # not started yet
+        elif decoder.process.exitcode == 0:
+            return  # retired normally
+        else:
+            self._idle_crashes += 1
+            if self._idle_crashes > MAX_IDLE_CRASHES:
+                raise RuntimeError(
+                    f"decoder processes keep dying before they decode anything ({reason}); "
+                    f"see {self.library.cache_dir / DECODER_LOG}"
+                )
+        if self._waiting:
+            self._assign(pool.start(decoder.slot))
 
     # ---- store ------------------------------------------------------------------------------------
 
@@ -584,13 +631,3 @@ def _tag_columns(tags) -> dict:
 
 def _file_tags(tags) -> list[TrackTag]:
     return [TrackTag(tag=g, category="genre", score=None, source="file") for g in tags.genres]
-
-
-def _mp_context():
-    """forkserver where available: workers fork from a clean server that has the decoders imported,
-    never from this process with its model and thread pools."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["indexer.decode", "muq_model.clips"])
-        return ctx
-    return mp.get_context("spawn")
