@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 500
 MAX_K = 200
 MAX_AUDIO_SECONDS = 600.0  # an uploaded query is analysed for at most its first 10 minutes
-DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 RELOAD_CHECK_SECONDS = 1.0
 
 
@@ -217,7 +216,7 @@ class TextBank:
 class ServiceLimits:
     max_query_chars: int = MAX_QUERY_CHARS
     max_k: int = MAX_K
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_upload_bytes: int | None = None  # the web app sets its upload cap; the CLI reads any local file
     max_audio_seconds: float = MAX_AUDIO_SECONDS
 
 
@@ -416,7 +415,7 @@ class SearchService:
             size = path.stat().st_size
         except OSError as exc:
             raise SearchError(f"Cannot read {path.name}: {exc.strerror or exc}") from exc
-        if size > self.limits.max_upload_bytes:
+        if self.limits.max_upload_bytes is not None and size > self.limits.max_upload_bytes:
             raise SearchError(
                 f"{path.name} is {size / 2**20:.1f} MB; the limit is {self.limits.max_upload_bytes / 2**20:.0f} MB. "
                 "Use a shorter excerpt of the track."

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 MAX_TRACK_CHOICES = 5000
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
 DEFAULT_EXAMPLES = (
     "melancholic solo piano for a rainy night",
     "fast energetic drums with a driving bass",
@@ -262,7 +263,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         if action == "describe":
             return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id),
                     *run_describe(None, track_id, describe_k))
-        untouched_describe = (gr.skip(),) * 8
+        untouched_describe = (gr.skip(),) * 7
         try:
             results = service.similar(int(track_id), int(k), moments=bool(moments))
             snapshot = service.snapshot()
@@ -273,14 +274,15 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         return (gr.Tabs(selected="search"), *answer(results, headline, "similar"), gr.skip(), *untouched_describe)
 
     def run_describe(audio_path, track_choice, k):
-        empty = ("", "", "", "")
-        source = audio_path or (track_choice or None)
+        """(message, tag bars, description bars, similar cards, 3 export buttons) for a clip or a track."""
+        nothing = ("", "", "", *(gr.DownloadButton(visible=False),) * 3)
+        source = audio_path or track_choice or None
         if source is None:
-            return ("Upload or record a clip, or pick a library track.", *empty, *answer([], "", "describe")[2:])
+            return ("Upload or record a clip, or pick a library track.", *nothing)
         try:
             description: Description = service.describe(source, int(k), similar_k=int(k))
-        except Exception as exc:  # noqa: BLE001
-            return (_message(exc), *empty, *answer([], "", "describe")[2:])
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            return (_message(exc), *nothing)
         headline = f"Best matches for {html.escape(Path(description.source).name if audio_path else description.source)}."
         if description.note:
             headline += f"\n\n⚠️ {description.note}"
@@ -289,7 +291,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
             "<p class='mq-facts'>Add your own descriptions with <code>muqsearch texts add FILE</code>.</p>")
         _, similar_html, *buttons = answer(description.similar, "", "describe")
         similar_block = f"<h4>Similar tracks in the library</h4>{similar_html}" if description.similar else ""
-        return (headline, tags, descriptions, similar_block, "", *buttons)
+        return (headline, tags, descriptions, similar_block, *buttons)
 
     def library_markdown() -> str:
         s = service.summary()
@@ -374,7 +376,6 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                     tag_bars = gr.HTML(elem_id="describe-tags")
                     description_bars = gr.HTML(elem_id="describe-descriptions")
                 similar = gr.HTML(elem_id="describe-similar", js_on_load=CARD_EVENTS_JS)
-                describe_note = gr.Markdown(visible=False)
                 with gr.Row():
                     describe_exports = [
                         gr.DownloadButton(f"Export {fmt.upper()}", visible=False, size="sm",
@@ -391,7 +392,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
             trigger(run_search, search_inputs, search_outputs, api_visibility="private")
-        describe_outputs = [describe_message, tag_bars, description_bars, similar, describe_note, *describe_exports]
+        describe_outputs = [describe_message, tag_bars, description_bars, similar, *describe_exports]
         for cards in (results, similar):
             cards.click(run_card_action, [k, moments, describe_k], [tabs, *search_outputs, track, *describe_outputs],
                         api_visibility="private")
@@ -458,6 +459,8 @@ def launch(
     auth: tuple[str, str] | None = None, block: bool = True, quiet: bool = False,
 ):
     """Serve the UI and API; returns (blocks, url). Binds to ``host`` only, never opens a share tunnel."""
+    if service.limits.max_upload_bytes is None:  # a web app always bounds uploads
+        service.limits.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES
     demo = build_app(service, info)
     demo.queue(default_concurrency_limit=2)
     service.on_reload = lambda snapshot: _allow_roots(demo, snapshot.roots)

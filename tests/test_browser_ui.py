@@ -41,7 +41,7 @@ def browser():
 def page(browser, app_server):
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)
     page.goto(app_server[0] + "/")
     page.wait_for_selector("#query textarea")
     yield page
@@ -162,7 +162,7 @@ def empty_server(tiny_model, tmp_path_factory):
 def test_an_empty_library_explains_how_to_index(browser, empty_server):
     context = browser.new_context()
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)
     try:
         page.goto(empty_server)
         search(page, "slow sad piano", expect_cards=False)
