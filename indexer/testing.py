@@ -57,7 +57,10 @@ def write_audio(
         _write_m4a(path, data, sample_rate)
     elif ext in SOUNDFILE_FORMATS:
         fmt, default_subtype = SOUNDFILE_FORMATS[ext]
-        sf.write(str(path), data, sample_rate, format=fmt, subtype=subtype or default_subtype)
+        with sf.SoundFile(str(path), "w", sample_rate, channels, format=fmt, subtype=subtype or default_subtype) as out:
+            # One write per second: libsndfile 1.2's Vorbis encoder crashes on a minute-long single write.
+            for start in range(0, len(data), sample_rate):
+                out.write(data[start : start + sample_rate])
     else:
         raise ValueError(f"cannot write {path.name}: unknown audio extension {ext!r} (use one of {FORMATS})")
     return path
