@@ -225,7 +225,8 @@ def run_serve(args) -> int:
 
         auth = parse_auth(args.auth)
         service, setup = _open_service(args, index=True)
-        info = ui.AppInfo(model_label=setup.model, notice=demo.notice(setup, setup.model),
+        label = "the bundled demo model" if setup.demo else setup.model
+        info = ui.AppInfo(model_label=label, notice=demo.notice(setup, setup.model),
                           examples=(setup.demo.examples if setup.demo and setup.demo.examples else ui.DEFAULT_EXAMPLES))
         if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
             print(f"warning: serving on {args.host} without --auth: anyone who can reach this port can search "

@@ -99,10 +99,13 @@ def notice(setup: Setup, model_label: str) -> str:
     """Markdown telling the user which model runs and, for the demo model, what it can and cannot do."""
     if setup.demo is None:
         return f"Model: **{model_label}** · library: `{setup.library_dir}`."
+    from data.demo.captions import ATTRIBUTES
+
+    instruments = ", ".join(ATTRIBUTES["instrument"])
     return (
         f"Running the **demo model** (`{model_label}`), a small MuQ-MuLan trained here on the bundled demo "
-        "world: generated clips of piano, strings, organ, guitar, bass, drums, flute and pads at different "
-        "tempos, moods and rhythms. **It only knows that demo world**; it will not understand real "
+        f"world: generated clips of {instruments}, slow to fast, major or minor, with or without drums. "
+        "**It only knows that demo world**; it will not understand real "
         f"recordings. For your own music use the real model: `muqsearch --model {REAL_MODEL} index ~/Music` "
         f"then `muqsearch --model {REAL_MODEL} serve` (or give a local checkpoint directory as `--model`)."
     )

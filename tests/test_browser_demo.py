@@ -1,0 +1,87 @@
+"""Out of the box in a real browser: the bundled demo model on (a seeded sample of) the bundled demo
+library, set up exactly as `muqsearch serve` does with no options (first-start indexing included).
+"slow sad piano" must bring back piano clips. With $MUQSEARCH_SCREENSHOTS set, the three tabs are
+saved there (that is how docs/screenshots/ is made)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from test_browser_ui import CHROMIUM, CHROMIUM_ARGS  # noqa: I001  (tests/ is on sys.path)
+
+import data.demo
+from app import demo
+
+SAMPLE = 200  # clips: enough for several slow minor piano clips, quick enough to index in CI
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install chromium"),
+    pytest.mark.skipif(not (Path(data.demo.DEMO_MODEL_DIR) / "config.json").is_file(),
+                       reason="the demo model is not in data/demo/model (yet)"),
+]
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("demo-world")
+    music = base / "music"
+    music.mkdir()
+    files = sorted(Path(data.demo.DEMO_AUDIO_DIR).glob("*.opus"))
+    for path in random.Random(0).sample(files, SAMPLE):
+        shutil.copy(path, music)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(data.demo, "DEMO_AUDIO_DIR", music)
+    patch.setenv("XDG_DATA_HOME", str(base / "home"))
+    patch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    from app.search import SearchService
+    from app.ui import AppInfo, launch
+    from indexer.commands import _load_model
+
+    setup = demo.resolve(None, None)  # what `muqsearch serve` does with no options
+    assert setup.demo is not None
+    model, name = _load_model(setup.model, "cpu")
+    demo.index_if_needed(setup, model, name, progress=False)
+    service = SearchService(setup.library_dir, model, model_name=name)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app, url = launch(service, AppInfo(name, demo.notice(setup, "demo model"), setup.demo.examples),
+                      port=port, block=False, quiet=True)
+    yield url.rstrip("/"), service
+    app.close()
+    service.close()
+    patch.undo()
+
+
+def test_slow_sad_piano_finds_piano_in_the_demo_world(demo_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, _ = demo_server
+    shots = Path(os.environ.get("MUQSEARCH_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(url + "/")
+        assert "only knows that demo world" in page.inner_text("#model-notice")
+        page.fill("#query textarea", "slow sad piano")
+        page.click("#search-button")
+        page.locator("#results .mq-card").first.wait_for()
+        titles = page.locator("#results .mq-title").all_inner_texts()
+        assert sum("piano" in t.lower() for t in titles[:5]) >= 3, titles
+        page.screenshot(path=str(shots / "search.png"), full_page=False)
+        page.locator("#results button[data-action=describe]").first.click()
+        page.locator("#describe-tags .mq-bar-row").first.wait_for()
+        page.screenshot(path=str(shots / "describe.png"), full_page=False)
+        page.get_by_role("tab", name="Library").click()
+        page.locator("#library-summary").get_by_text("Tracks:").wait_for()
+        page.screenshot(path=str(shots / "library.png"), full_page=False)
+        browser.close()
