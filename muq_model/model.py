@@ -72,11 +72,11 @@ class MuQMuLan(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.audio_to_latents.weight.device
+        return next(self.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.audio_to_latents.weight.dtype
+        return next(self.parameters()).dtype
 
     # ---- differentiable paths (training) ------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class MuQMuLan(nn.Module):
         pooled = self.audio(clips.to(self.device))  # (B, audio_transformer.dim)
         # One matrix-vector product per row: a (B, d) GEMM can round differently from the B = 1 GEMV,
         # and a clip's vector must not depend on the batch it was computed in.
-        latents = torch.stack([self.audio_to_latents(row) for row in pooled])
+        latents = torch.cat([self.audio_to_latents(pooled[i : i + 1]) for i in range(len(pooled))])
         return F.normalize(latents, dim=-1).float().cpu()
 
     @torch.inference_mode()

@@ -225,7 +225,7 @@ class MuQModel(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return self.conv.linear.weight.dtype
+        return self.conv.conv[0].conv1.weight.dtype  # a conv: Linear layers may be quantised
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """Normalised mel (B, n_mels, T_mel), computed in fp32 without gradients (the front end has no

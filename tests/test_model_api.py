@@ -245,3 +245,15 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
     assert torch.equal(loaded.embed_audio(waves), tiny_model.embed_audio(waves))
     assert torch.equal(loaded.embed_text(TEXTS), tiny_model.embed_text(TEXTS))
     assert loaded.fingerprint()["weights_hash"] == tiny_model.fingerprint()["weights_hash"]
+
+
+def test_bfloat16_model_embeds_audio(tiny_model):
+    """Spec Q-D1 fix: the mel is computed in fp32 and cast to the model's dtype (upstream crashes)."""
+    torch.manual_seed(0)
+    model = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    model.to(torch.bfloat16)
+    clips = torch.stack([noise(10, 30)])
+    out = model.embed_clips(clips)
+    assert out.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(out, tiny_model.embed_clips(clips)).item() > 0.98
