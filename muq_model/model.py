@@ -7,7 +7,6 @@ Training hooks (differentiable, unit-norm latents): `encode_audio`, `encode_text
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,8 +21,6 @@ from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embed
 from muq_model.config import MuQMuLanConfig
 from muq_model.mulan import AudioTower, TextTower
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
 
 
@@ -34,7 +31,9 @@ class TokenizerMissingError(RuntimeError):
 class MuQMuLan(nn.Module):
     def __init__(self, config: MuQMuLanConfig, *, tokenizer="auto", official_compat: bool = True):
         """tokenizer: a transformers tokenizer, None (no text embedding), or "auto" = whatever is
-        available offline for config.text_model.name (see checkpoint.find_tokenizer)."""
+        available offline for config.text_model.name (see checkpoint.find_tokenizer).
+        official_compat: the official clip policy (default); False tiles tracks under 5 s to a full
+        clip instead of the official 2L clip (spec Q-M2)."""
         super().__init__()
         config.validate()
         self.config = config
@@ -47,7 +46,6 @@ class MuQMuLan(nn.Module):
 
             tokenizer = find_tokenizer(config)
         self.tokenizer = tokenizer
-        self.official_compat = official_compat
         self.clip_policy = ClipPolicy(config.clip_samples, official_compat=official_compat)
         self.model_id = "random-init"
         self.clip_batch_samples = DEFAULT_CLIP_BATCH_SAMPLES
