@@ -39,6 +39,8 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0)
     group = parser.add_argument_group("what to train")
     group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
+    group.add_argument("--freeze-stem", action="store_true",
+                       help="keep the Conv2d stem fixed and cache its output: several times faster on a CPU")
     group.add_argument("--freeze-text", action="store_true", help="keep the MuLan text transformer fixed")
     group.add_argument("--train-text-encoder", action="store_true",
                        help="also fine-tune the pretrained text encoder (frozen by default, as upstream)")
@@ -49,6 +51,7 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
     import torch.distributed as dist
 
     from evaluation.metrics import evaluate_embeddings
@@ -64,6 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         items = read_pairs(args.data, args.split)
         eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
+        torch.manual_seed(args.seed)  # every rank must start from the same weights
         if args.init_config:
             model = initial_model(args.init_config)
         elif args.model:
@@ -75,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
             warmup_steps=args.warmup_steps, crop_seconds=args.crop_seconds,
-            captions_per_step=args.captions_per_step, train_audio=not args.freeze_audio,
+            captions_per_step=args.captions_per_step, train_audio=not args.freeze_audio, train_stem=not args.freeze_stem,
             train_text=not args.freeze_text, train_text_encoder=args.train_text_encoder,
             log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
             max_minutes=args.max_minutes, seed=args.seed,

@@ -3,9 +3,11 @@
 Why it is shaped this way:
 
 * Frozen work is done once. The mel front end has no parameters, so every track's mel is computed once
-  and training crops are cut from it. When the pretrained text encoder is frozen (the default, as
-  upstream), its hidden states are computed once per caption and only the MuLan text transformer runs
-  per step. This is what makes training a small model on a CPU practical.
+  and training crops are cut from it; with `train_stem=False` the Conv2d stem is frozen too and its
+  output is cached instead (the stem is the costliest part of a small model). When the pretrained text
+  encoder is frozen (the default, as upstream), its hidden states are computed once per caption and
+  only the MuLan text transformer runs per step. This is what makes training a small model on a CPU
+  practical.
 * muq_model sits at the bottom of the import graph, so decoding audio files and scoring evaluations are
   *injected* (``load_audio``, ``evaluate``); the ``muqsearch train`` command wires in the indexer's
   decoder and the evaluation package's metrics.
@@ -102,20 +104,29 @@ def read_pairs(path: str | Path, split: str | None = None) -> list[TrainItem]:
 
 @dataclass
 class Features:
-    """What training needs per item, computed once: the mel and, with a frozen text encoder, the
-    encoder's hidden states per caption (else the token ids)."""
+    """What training needs per item, computed once. Audio, time first: the mel frames (T, n_mels) or,
+    with a frozen stem, the stem's output before its linear layer (T', C * F/4). Text: with a frozen
+    encoder its hidden states per caption (L, width), else the token ids (L,)."""
 
-    mels: list[torch.Tensor]  # (n_mels, T) float16 per item
-    texts: list[list[torch.Tensor]]  # per item, per caption: (L, width) float16 hidden states or (L,) ids
+    audio: list[torch.Tensor]  # float16 per item
+    texts: list[list[torch.Tensor]]  # per item, per caption
+    frames_per_second: float  # of the audio features
     skipped: list[tuple[str, str]]  # (audio path, reason) for items that could not be decoded
 
 
 def prepare_features(
-    model, items: Sequence[TrainItem], load_audio: Callable[[Path], np.ndarray], *, progress: bool = True
+    model,
+    items: Sequence[TrainItem],
+    load_audio: Callable[[Path], np.ndarray],
+    *,
+    frozen_stem: bool = False,
+    progress: bool = True,
 ) -> tuple[list[TrainItem], Features]:
     """Decode every item (skipping, and reporting, the ones that fail) and precompute its features."""
     frozen_text = model.text.frozen_encoder
-    kept, mels, texts, skipped = [], [], [], []
+    muq = model.config.muq
+    frames_per_second = muq.sample_rate / muq.hop_length / (math.prod(muq.time_strides) if frozen_stem else 1)
+    kept, audio, texts, skipped = [], [], [], []
     started = time.monotonic()
     for i, item in enumerate(items, 1):
         try:
@@ -126,15 +137,22 @@ def prepare_features(
             skipped.append((str(item.audio), f"{type(exc).__name__}: {exc}"))
             continue
         with torch.no_grad():
-            mels.append(model.audio.model.mel(wave[None])[0].to(torch.float16))  # (n_mels, T)
+            mel = model.audio.model.mel(wave[None])  # (1, n_mels, T)
+            feature = stem_features(model, mel)[0] if frozen_stem else mel[0].T  # time first
+            audio.append(feature.to(torch.float16))
             ids = [torch.tensor(t) for t in model.tokenize(item.captions)]
-            texts.append([text_hidden(model, t[None])[0].to(torch.float16) for t in ids] if frozen_text else ids)
+            if frozen_text:
+                padded, mask = pad_texts(ids)
+                hidden = text_hidden(model, padded, mask.long())  # (n_captions, L, width)
+                texts.append([h[: len(t)].to(torch.float16) for h, t in zip(hidden, ids, strict=True)])
+            else:
+                texts.append(ids)
         kept.append(item)
         if progress and (i % 100 == 0 or i == len(items)):
             print(f"features: {i}/{len(items)} items ({time.monotonic() - started:.0f} s)", flush=True)
-    for audio, reason in skipped:
-        print(f"skipped {audio}: {reason}", flush=True)
-    return kept, Features(mels, texts, skipped)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", flush=True)
+    return kept, Features(audio, texts, frames_per_second, skipped)
 
 
 # ---- the differentiable model paths on precomputed features --------------------------------------------
@@ -148,13 +166,28 @@ def text_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
         return model.text.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def audio_latents_from_mel(model, mel: torch.Tensor) -> torch.Tensor:
-    """(B, n_mels, T) normalised mel -> (B, dim) unit-norm latents: MuQModel.forward after its front end,
-    then the audio tower's head (equal to model.encode_audio on the waveform; tested)."""
+def stem_features(model, mel: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, T) mel -> (B, T', C * F/4): the Conv2d stem up to (not including) its linear layer,
+    flattened channel-major like Conv2dSubsampling. Run in eval mode (BatchNorm running statistics), as
+    at inference, whenever these features are cached."""
+    x = model.audio.model.conv.conv(mel.to(model.audio.model.compute_dtype).unsqueeze(1))  # (B, C, F/4, T')
+    b, c, f, t = x.shape
+    return x.permute(0, 3, 1, 2).reshape(b, t, c * f)
+
+
+def audio_latents_from_stem(model, features: torch.Tensor) -> torch.Tensor:
+    """(B, T', C * F/4) stem features -> (B, dim) unit-norm latents: the rest of MuQModel.forward, then
+    the audio tower's head."""
     muq, tower = model.audio.model, model.audio
-    hidden = muq.conformer(muq.conv(mel.to(muq.compute_dtype)))[tower.use_layer_idx]  # (B, T', D_muq)
+    hidden = muq.conformer(muq.conv.linear(features.to(muq.compute_dtype)))[tower.use_layer_idx]  # (B, T', D)
     pooled = tower.transformer(tower.proj(hidden)).mean(dim=1)  # (B, dim)
     return F.normalize(model.audio_to_latents(pooled), dim=-1)
+
+
+def audio_latents_from_mel(model, mel: torch.Tensor) -> torch.Tensor:
+    """(B, n_mels, T) normalised mel -> (B, dim) unit-norm latents (equal to model.encode_audio on the
+    waveform; tested)."""
+    return audio_latents_from_stem(model, stem_features(model, mel))
 
 
 def text_latents_from_hidden(model, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -167,14 +200,18 @@ def text_latents_from_hidden(model, hidden: torch.Tensor, mask: torch.Tensor) ->
 class ContrastiveModel(nn.Module):
     """MuQMuLan + the contrastive loss as one module, so DDP sees every trained parameter."""
 
-    def __init__(self, model, loss: ContrastiveLoss):
+    def __init__(self, model, loss: ContrastiveLoss, frozen_stem: bool = False):
         super().__init__()
-        self.model, self.loss = model, loss
+        self.model, self.loss, self.frozen_stem = model, loss, frozen_stem
 
-    def forward(self, mel: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """mel (B, n_mels, T); texts: K draws of (B, L) ids or (B, L, width) states with their (B, L) mask.
-        The loss is averaged over the K caption draws: the costly audio side runs once for all of them."""
-        audio = audio_latents_from_mel(self.model, mel)
+    def forward(self, audio: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """audio: (B, T, features) crops of Features.audio; texts: K draws of (B, L) ids or (B, L, width)
+        states with their (B, L) mask. The loss is averaged over the K caption draws: the costly audio
+        side runs once for all of them."""
+        if self.frozen_stem:
+            audio = audio_latents_from_stem(self.model, audio)
+        else:
+            audio = audio_latents_from_mel(self.model, audio.transpose(1, 2))
         losses = []
         for text, mask in texts:
             if text.dtype == torch.long:  # token ids: the text encoder is being trained
@@ -188,12 +225,13 @@ class ContrastiveModel(nn.Module):
 # ---- batches -------------------------------------------------------------------------------------------
 
 
-def crop(mel: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
-    """A random window of `frames` mel frames; a shorter track is tiled first (as the clip policy wraps)."""
-    if mel.shape[1] < frames:
-        mel = mel.repeat(1, math.ceil(frames / mel.shape[1]))
-    start = int(torch.randint(0, mel.shape[1] - frames + 1, (1,), generator=generator))
-    return mel[:, start : start + frames]
+def crop(features: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
+    """A random window of `frames` time steps of (T, ...) features; a shorter track is tiled first (as
+    the clip policy wraps)."""
+    if features.shape[0] < frames:
+        features = features.repeat(math.ceil(frames / features.shape[0]), 1)
+    start = int(torch.randint(0, features.shape[0] - frames + 1, (1,), generator=generator))
+    return features[start : start + frames]
 
 
 def pad_texts(texts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,8 +250,8 @@ class BatchSampler:
     captions each; every rank draws the same global batch and keeps its own slice."""
 
     def __init__(self, features: Features, global_batch: int, crop_frames: int, seed: int, captions: int = 1):
-        if global_batch > len(features.mels):
-            raise ValueError(f"batch size {global_batch} is larger than the {len(features.mels)} training items")
+        if global_batch > len(features.audio):
+            raise ValueError(f"batch size {global_batch} is larger than the {len(features.audio)} training items")
         self.features, self.global_batch, self.crop_frames = features, global_batch, crop_frames
         self.captions = captions
         self.generator = torch.Generator().manual_seed(seed)
@@ -221,16 +259,16 @@ class BatchSampler:
 
     def next_indices(self) -> list[int]:
         if len(self.order) < self.global_batch:  # a new epoch; the leftover tail is dropped
-            self.order = torch.randperm(len(self.features.mels), generator=self.generator).tolist()
+            self.order = torch.randperm(len(self.features.audio), generator=self.generator).tolist()
         batch, self.order = self.order[: self.global_batch], self.order[self.global_batch :]
         return batch
 
     def next_batch(self, rank: int, world: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """This rank's (mel (B, n_mels, T), [(text, mask)] * captions)."""
+        """This rank's (audio (B, T, features), [(text, mask)] * captions)."""
         indices = self.next_indices()
-        mels, draws = [], [[] for _ in range(self.captions)]
+        crops, draws = [], [[] for _ in range(self.captions)]
         for i in indices:  # draw for the whole global batch so every rank's generator stays in step
-            mels.append(crop(self.features.mels[i], self.crop_frames, self.generator))
+            crops.append(crop(self.features.audio[i], self.crop_frames, self.generator))
             options = self.features.texts[i]
             for draw in draws:
                 draw.append(options[int(torch.randint(len(options), (1,), generator=self.generator))])
@@ -239,7 +277,7 @@ class BatchSampler:
         for draw in draws:
             text, mask = pad_texts(draw[local])
             texts.append((text if text.dtype == torch.long else text.float(), mask))
-        return torch.stack(mels[local]).float(), texts
+        return torch.stack(crops[local]).float(), texts
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "order": torch.tensor(self.order, dtype=torch.long)}
@@ -262,6 +300,7 @@ class TrainConfig:
     crop_seconds: float = 5.0
     captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
     train_audio: bool = True
+    train_stem: bool = True  # False: keep the Conv2d stem as it is and cache its output (much faster)
     train_text: bool = True
     train_text_encoder: bool = False
     init_temperature: float = 10.0
@@ -350,18 +389,21 @@ def train(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model.freeze(audio=not config.train_audio, text=not config.train_text, text_encoder=not config.train_text_encoder)
+    frozen_stem = not (config.train_audio and config.train_stem)
+    if frozen_stem:
+        model.audio.model.conv.conv.requires_grad_(False)
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
                            decoupled=model.config.mulan.decoupled_contrastive_learning)
-    module = ContrastiveModel(model, loss)
+    module = ContrastiveModel(model, loss, frozen_stem)
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every part of the model is frozen")
 
-    kept, features = prepare_features(model, items, load_audio, progress=rank == 0)
+    model.eval()  # cached stem features use BatchNorm running statistics, as at inference
+    kept, features = prepare_features(model, items, load_audio, frozen_stem=frozen_stem, progress=rank == 0)
     if len(kept) < 2:
         raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
-    frames_per_second = model.sample_rate / model.config.muq.hop_length
-    sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * frames_per_second), config.seed,
+    sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * features.frames_per_second), config.seed,
                            config.captions_per_step)
     eval_set = load_eval_set(eval_items, load_audio) if (eval_items and evaluate and rank == 0) else None
 

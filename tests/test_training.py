@@ -99,10 +99,14 @@ def quick_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def test_a_few_steps_make_the_loss_fall(tmp_path, dataset):
+@pytest.mark.parametrize("train_stem", [True, False])
+def test_a_few_steps_make_the_loss_fall(tmp_path, dataset, train_stem):
     torch.manual_seed(0)
     model = MuQMuLan(tiny_config())
-    result = train(model, read_pairs(dataset), tmp_path / "out", quick_config(), load)
+    stem_before = [p.clone() for p in model.audio.model.conv.conv.parameters()]
+    result = train(model, read_pairs(dataset), tmp_path / "out", quick_config(train_stem=train_stem), load)
+    stem_after = list(model.audio.model.conv.conv.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(stem_before, stem_after, strict=True)) == train_stem
     first, last = result.losses[0], result.losses[-1]
     assert last < first - 0.3, result.losses
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -132,6 +132,12 @@ def generate(seed: int, out: Path, clips: int, test_clips: int, jobs: int = 1) -
         for done, _ in enumerate(pool.map(write_clip, planned, [out] * len(planned), chunksize=4), 1):
             if done % 50 == 0 or done == len(planned):
                 print(f"rendered {done}/{len(planned)} clips ({time.monotonic() - started:.0f} s)", flush=True)
+    write_index(planned, out)
+    return planned
+
+
+def write_index(planned: list[DemoClip], out: Path) -> None:
+    """captions.jsonl (every clip) and eval_test.jsonl (test captions as audio_path, text, group rows)."""
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for clip in planned:
             f.write(json.dumps(clip.record(), ensure_ascii=False) + "\n")
@@ -139,7 +145,6 @@ def generate(seed: int, out: Path, clips: int, test_clips: int, jobs: int = 1) -
         for clip in (c for c in planned if c.split == "test"):
             for text in clip.captions:
                 f.write(json.dumps({"audio_path": clip.file, "text": text, "group": clip.id}) + "\n")
-    return planned
 
 
 def main(argv: list[str] | None = None) -> int:
