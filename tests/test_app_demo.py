@@ -65,3 +65,19 @@ def test_without_a_demo_world_the_message_says_what_to_do(tmp_path, monkeypatch)
     monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
     with pytest.raises(demo.SetupError, match="muqsearch --model OpenMuQ/MuQ-MuLan-large index"):
         demo.resolve(None, None)
+
+
+def test_a_new_demo_model_rebuilds_the_demo_library(demo_world, capsys, monkeypatch):
+    import torch
+
+    from indexer.vectors import Library
+    from muq_model import MuQMuLan, MuQMuLanConfig
+
+    assert main(["demo", "-k", "1"]) == 0
+    torch.manual_seed(7)
+    MuQMuLan(MuQMuLanConfig.tiny()).eval().save_pretrained(demo_world / "newer-model")
+    monkeypatch.setattr(data.demo, "DEMO_MODEL_DIR", demo_world / "newer-model")
+    assert main(["demo", "-k", "1"]) == 0, capsys.readouterr().err
+    with Library.open(demo_world / "home" / "muqsearch" / "demo-library") as lib:
+        assert lib.catalog.get_meta("model_name") == str(demo_world / "newer-model")
+        assert lib.catalog.counts()["tracks"] == 4
