@@ -83,8 +83,7 @@ def run_index(args: argparse.Namespace) -> int:
             print(json.dumps(summary.to_json(), ensure_ascii=False))
         else:
             _print_summary(summary, library, consistency)
-    nothing_indexed = summary.indexed + summary.retagged + summary.skipped == 0
-    return 1 if nothing_indexed else 0
+    return 1 if summary.nothing_indexed else 0
 
 
 def _print_summary(summary, library, consistency) -> None:
@@ -102,7 +101,7 @@ def _print_summary(summary, library, consistency) -> None:
         print("vector index disagreed with the catalog (" + "; ".join(consistency.problems) + "): rebuilt")
     index_type = library.catalog.get_meta("index_type") or "none"
     print(f"library {library.directory}: generation {library.generation}, {index_type} index")
-    if summary.indexed + summary.retagged + summary.skipped == 0:
+    if summary.nothing_indexed:
         print("nothing could be indexed", file=sys.stderr)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import signal
 import sys
 import threading
 from dataclasses import dataclass
@@ -159,6 +160,10 @@ def worker_main(connection, settings: DecodeSettings, prefetch: int) -> None:
     """
     import torch
 
+    # Ctrl-C or a SIGTERM to the process group is for the indexer, which stops us by closing the pipe;
+    # dying here first would make the file in hand look like it crashed its decoder.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)  # the clip policy uses torch; the cores belong to the model
     if settings.stderr_path:
         _redirect_stderr(settings.stderr_path)

@@ -89,6 +89,11 @@ class IndexSummary:
     embed_phase_seconds: float = 0.0  # from the first job handed to the decoders to the last track
 
     @property
+    def nothing_indexed(self) -> bool:
+        """No file is in the library as a result of this run: `muqsearch index` exits 1."""
+        return self.indexed + self.retagged + self.skipped == 0
+
+    @property
     def model_busy(self) -> float:
         """Share of the decode+embed phase the model spent computing (the rest it waited for clips)."""
         return self.model_seconds / self.embed_phase_seconds if self.embed_phase_seconds else 0.0
@@ -283,7 +288,7 @@ class Indexer:
                 tasks, self.summary.skipped = plan(found, self.catalog, retry_errors=self.options.retry_errors)
                 if tasks:
                     self._process(tasks)
-                self._prune_or_count_missing()
+                self._prune_or_count_missing({f.path for f in found})
             except BaseException as exc:  # keep what is finished, then let the problem through
                 self.summary.interrupted = isinstance(exc, KeyboardInterrupt)
                 self._status = "interrupted" if self.summary.interrupted else "failed"
@@ -577,10 +582,11 @@ class Indexer:
 
     # ---- prune ------------------------------------------------------------------------------------
 
-    def _prune_or_count_missing(self) -> None:
+    def _prune_or_count_missing(self, found: set[str]) -> None:
+        """Tracks whose file is gone: removed with --prune, else counted. Files the scan saw are not stat'ed."""
         with self.catalog.session() as s:
             rows = s.execute(select(Track.id, Track.path)).all()
-        gone = [row for row in rows if not os.path.lexists(row.path)]
+        gone = [row for row in rows if row.path not in found and not os.path.lexists(row.path)]
         if not self.options.prune:
             self.summary.missing = len(gone)
             return

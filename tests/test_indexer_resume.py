@@ -114,3 +114,30 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_model, tiny_model_dir):
         assert indexes.segments.ntotal == sum(t.n_segments for t in tracks)
         with library.catalog.session() as s:
             assert [r.status for r in s.scalars(select(IndexRun).order_by(IndexRun.id))] == ["interrupted", "done"]
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_cleanly_and_blames_no_file(tmp_path, tiny_model_dir):
+    music, library_dir = tmp_path / "music", tmp_path / "library"
+    for n in range(N_FILES):
+        write_audio(music / f"{n:02d}.wav", 2.0 + (n % 6), 22050, 1, seed=n)
+    env = dict(os.environ, MUQSEARCH_THREADS="1", OMP_NUM_THREADS="1")
+    process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while committed_tracks(library_dir) < 2:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    with Library.open(library_dir) as library:
+        assert library.catalog.errors() == []  # no file blamed for the interruption
+        assert library.check().ok  # the finished tracks are already searchable
+        with library.catalog.session() as s:
+            assert s.scalars(select(IndexRun.status)).all() == ["interrupted"]
+    resumed = subprocess.run(index_command(music, library_dir, tiny_model_dir), env=env, capture_output=True,
+                             text=True, timeout=300)
+    summary = json.loads(resumed.stdout)
+    assert summary["failed"] == 0 and summary["indexed"] + summary["skipped"] == N_FILES
