@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.cache import LRUCache
 from app.filters import Filters, TrackColumns
+from indexer.ann import index_kind
 from indexer.catalog import VOCABULARY_COLLECTION, IndexRun, Segment, Track, TrackTag
 from indexer.vectors import Library, LibraryError, VectorIndexes, index_ids
 
@@ -140,24 +141,24 @@ class Snapshot:
 
 
 def load_snapshot(library: Library) -> Snapshot:
-    """Read the current generation's indexes and the catalog rows of every track they hold."""
+    """Read the current generation's indexes and the catalog rows of every track they hold.
+
+    Whole tables are read and then matched to the index's ids (an SQL ``IN`` over a large library's ids
+    would exceed SQLite's bound-parameter limit); rows the index does not hold yet are left out.
+    """
     indexes = library.load()
-    held = index_ids(indexes.tracks)
+    held = set(index_ids(indexes.tracks).tolist())
+    held_segments = set(index_ids(indexes.segments).tolist())
     with library.catalog.session() as s:
-        rows = s.execute(
+        rows = [r for r in s.execute(
             select(Track.id, Track.path, Track.title, Track.artist, Track.album, Track.year, Track.duration)
-            .where(Track.id.in_(held.tolist()))
             .order_by(Track.id)
-        ).all()
-        tag_rows = s.execute(
-            select(TrackTag.track_id, TrackTag.tag, TrackTag.source, TrackTag.score)
-            .where(TrackTag.track_id.in_(held.tolist()))
-        ).all()
-        segment_rows = s.execute(
-            select(Segment.id, Segment.track_id, Segment.start, Segment.end)
-            .where(Segment.id.in_(index_ids(indexes.segments).tolist()))
-            .order_by(Segment.track_id, Segment.index)
-        ).all()
+        ) if r.id in held]
+        tag_rows = [r for r in s.execute(select(TrackTag.track_id, TrackTag.tag, TrackTag.source, TrackTag.score))
+                    if r.track_id in held]
+        segment_rows = [r for r in s.execute(
+            select(Segment.id, Segment.track_id, Segment.start, Segment.end).order_by(Segment.track_id, Segment.index)
+        ) if r.id in held_segments]
         roots = sorted({root for (value,) in s.execute(select(IndexRun.roots)) for root in json.loads(value or "[]")})
     # auto-tags by score, then the file's own genres
     by_track: dict[int, list[tuple[int, float, str]]] = {}
@@ -189,12 +190,12 @@ def load_snapshot(library: Library) -> Snapshot:
         indexes=indexes,
         tracks=tracks,
         row_of={int(t): i for i, t in enumerate(tracks.ids)},
-        searchable=None if len(rows) == held.size else tracks.ids,
+        searchable=None if len(rows) == len(held) else tracks.ids,
         segments_of=segments_of,
         roots=tuple(roots),
         id_of_path={p: int(t) for p, t in zip(tracks.paths, tracks.ids, strict=True)},
-        index_type=library.catalog.get_meta("index_type") or "flat",
-        segment_index_type=library.catalog.get_meta("segment_index_type") or "flat",
+        index_type=index_kind(indexes.tracks),
+        segment_index_type=index_kind(indexes.segments),
     )
 
 
