@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import faiss
@@ -149,6 +150,11 @@ def settings_for(kind: str, index: faiss.Index, args: argparse.Namespace):
         yield label, lambda q: ann.search(index, q, K)[1]
 
 
+def progress(report: Report) -> None:
+    """Each row as it is measured (stderr): a 1 M run takes long enough to want them early."""
+    print("  ".join(str(v) for v in report.rows[-1]), file=sys.stderr, flush=True)
+
+
 def measure_filtered(
     index: faiss.Index, vectors: np.ndarray, queries: np.ndarray, share: float, args: argparse.Namespace
 ) -> tuple[float, float, float, float]:
@@ -187,12 +193,14 @@ def run(args: argparse.Namespace) -> Report:
                     p50, p99, cpu_p50, recall = measure(search, queries, truth, repeats=args.queries)
                     flat_p50 = p50 if kind == "flat" else flat_p50
                     report.add_row(data, n, kind, label, build_s, p50, p99, cpu_p50, recall, flat_p50 / p50)
+                    progress(report)
                 if kind == ann.index_kind_for(n):
                     ann.configure_search(index)
                     for share in args.filter_shares:
                         p50, p99, cpu_p50, recall = measure_filtered(index, vectors, queries, share, args)
                         report.add_row(data, n, kind, f"filter {share:g} (default breadth)", build_s, p50, p99,
                                        cpu_p50, recall, flat_p50 / p50)
+                        progress(report)
                 if kind == ann.index_kind_for(n) and n == max(args.sizes):
                     largest = index
                 index = None  # free it before the next build
