@@ -172,3 +172,18 @@ def test_an_empty_library_explains_how_to_index(browser, empty_server):
         page.get_by_text("Tracks: 0").wait_for()
     finally:
         context.close()
+
+
+def test_card_buttons_move_between_tabs(page):
+    search(page, "strings")
+    first = page.locator("#results .mq-card").first
+    title = first.locator(".mq-title").inner_text()
+    first.locator("button[data-action=describe]").click()
+    page.locator("#describe-tags .mq-bar-row").first.wait_for()
+    assert title in page.inner_text("#describe-message")
+    similar = page.locator("#describe-similar .mq-card").first
+    similar_title = similar.locator(".mq-title").inner_text()
+    similar.locator("button[data-action=similar]").click()  # back on the Search tab, tracks like that one
+    page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('sound like')")
+    assert similar_title in page.inner_text("#search-message")
+    assert page.locator("#results .mq-card").first.is_visible()
