@@ -14,6 +14,7 @@ library roots, and :class:`LibraryFileGuard` lets through only files that are in
 from __future__ import annotations
 
 import collections
+import functools
 import html
 import logging
 import os
@@ -397,6 +398,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
             cards.click(run_card_action, [k, moments, describe_k], [tabs, *search_outputs, track, *describe_outputs],
                         api_visibility="private")
         describe_button.click(run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
+
         def refresh_library():
             return (library_markdown(), library_errors(), gr.Dropdown(choices=track_choices()),
                     gr.Dropdown(choices=tag_choices()))
@@ -411,13 +413,13 @@ def _api_endpoints(service: SearchService) -> None:
     """``/search``, ``/similar`` and ``/describe``: JSON in, JSON out, errors as gr.Error messages."""
 
     def guarded(fn: Callable) -> Callable:
+        @functools.wraps(fn)  # keeps the signature: the API documents its parameters by these names
         def call(*args):
             try:
                 return fn(*args)
             except (SearchError, FilterError) as exc:
                 raise gr.Error(str(exc)) from None
-        call.__name__ = fn.__name__
-        call.__doc__ = fn.__doc__
+
         return call
 
     def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> list[dict]:
@@ -437,7 +439,7 @@ def _api_endpoints(service: SearchService) -> None:
         text, number = gr.Textbox(), gr.Number(value=10)
         flag, filter_text = gr.Checkbox(value=False), gr.Textbox(value="")
         audio, track_id = gr.File(file_types=["audio"], type="filepath"), gr.Textbox(value="")
-        out, out_dict = gr.JSON(), gr.JSON()
+        out, out_dict = gr.JSON(label="results"), gr.JSON(label="description")
         button = gr.Button()
     button.click(guarded(search), [text, number, flag, filter_text], out, api_name="search")
     button.click(guarded(similar), [audio, track_id, number], out, api_name="similar")

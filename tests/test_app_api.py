@@ -23,7 +23,7 @@ def test_api_lists_exactly_the_three_public_endpoints(client):
 
 def test_search_endpoint_matches_the_service(client, app_server):
     service = app_server[1]
-    got = client.predict("slow sad piano", 3, True, "", api_name="/search")
+    got = client.predict(query="slow sad piano", k=3, moments=True, api_name="/search")
     json.dumps(got)  # JSON-serialisable as is
     expected = [r.to_dict() for r in service.search("slow sad piano", 3, moments=True)]
     assert [r["track_id"] for r in got] == [r["track_id"] for r in expected]
@@ -36,7 +36,7 @@ def test_similar_endpoint_by_track_id_and_by_upload(client, app_library, tmp_pat
     by_id = client.predict(None, "3", 4, api_name="/similar")
     assert len(by_id) == 4 and 3 not in [r["track_id"] for r in by_id]
     clip = shutil.copy(app_library.paths[5], tmp_path / "query.wav")
-    by_upload = client.predict(handle_file(str(clip)), "", 2, api_name="/similar")
+    by_upload = client.predict(audio=handle_file(str(clip)), k=2, api_name="/similar")
     assert by_upload[0]["path"] == app_library.paths[5] and by_upload[0]["score"] > 0.999
 
 
