@@ -519,11 +519,15 @@ class SearchService:
             "problem": self._problem,
         }
         if (self.library_dir / "catalog.sqlite").exists():
-            counts = self.library.catalog.counts()
+            from app.texts import list_collections
+
+            catalog = self.library.catalog
+            counts = catalog.counts()
             out.update(tracks=counts["tracks"], segments=counts["segments"],
                        audio_hours=round(counts["audio_seconds"] / 3600, 2),
-                       errors=[e.to_dict() for e in self.library.catalog.errors()],
-                       library_model=self.library.catalog.get_meta("model_name"))
+                       errors=[e.to_dict() for e in catalog.errors()],
+                       library_model=catalog.get_meta("model_name"),
+                       text_collections=[c.to_dict() for c in list_collections(catalog, self._fingerprint)])
         if snapshot is not None:
             out.update(generation=snapshot.generation, index_type=snapshot.index_type,
                        segment_index_type=snapshot.segment_index_type, roots=list(snapshot.roots),

@@ -303,6 +303,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
             f"**Index:** {s['index_type'] or 'none yet'} (generation {s['generation'] or '–'}; "
             f"segments: {s.get('segment_index_type') or '–'})",
             f"**Folders:** {', '.join(f'`{r}`' for r in s['roots']) or '–'}",
+            "**Text collections:** " + (", ".join(f"{html.escape(c['name'])} ({c['count']})"
+                                                   for c in s.get("text_collections", [])) or "–"),
             f"**Query cache:** {s['query_cache']['size']} queries, {s['query_cache']['hits']} hits",
         ]
         if s.get("problem"):
