@@ -177,7 +177,10 @@ def worker_main(connection, settings: DecodeSettings, prefetch: int) -> None:
             os._exit(0)  # the indexer is gone
         if job is None:
             break
-        decode_file(job, settings, outbox.put)
+        try:
+            decode_file(job, settings, outbox.put)
+        except Exception as exc:  # noqa: BLE001 - a surprise in one file must not end the others
+            outbox.put(ErrorMessage(job.task_id, "decode", f"unexpected {type(exc).__name__}: {exc}"))
     outbox.put(None)
     sender.join()
 
