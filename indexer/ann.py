@@ -5,21 +5,24 @@ persists them). Every index is an ``IndexIDMap2`` around one of three searchers,
 catalog ids, can hand back a stored vector by id, and is written to disk by ``faiss.write_index`` as one
 file:
 
-- ``flat``: exact ``IndexFlatIP``, below :data:`EXACT_LIMIT` vectors. A scan costs about 0.16 ms of one
-  core per 1,000 vectors (1.7 ms at 10 k, 16 ms at 100 k, 123 ms at 1 M), so up to 50 k it stays under
-  ~8 ms with perfect recall and no build time; beyond that it outgrows a 20 ms budget.
-- ``hnsw``: ``IndexHNSWFlat`` (M = :data:`HNSW_M`), the ANN kind ``auto`` picks above the limit. On
-  clustered vectors (what music embeddings look like) efSearch 64 gives recall@10 0.99 at 100 k in
-  0.45 ms. Uniformly random 512-d vectors have no neighbourhood structure and are its worst case:
-  efSearch 2048 still gives only ~0.9 at 100 k, so the benchmark reports them separately.
-- ``ivf``: ``IndexIVFFlat`` with about 2 sqrt(n) lists: a tenth of HNSW's build time, recall 0.96 at
-  nprobe 8/632 on clustered 100 k, and unlike HNSW it runs on faiss-gpu. Chosen explicitly.
+- ``flat``: exact ``IndexFlatIP``, below :data:`EXACT_LIMIT` vectors. A scan costs about 0.14 ms of one
+  core per 1,000 vectors (1.7 ms at 10 k, 16 ms at 100 k, 123-142 ms at 1 M), so up to 50 k it stays
+  under ~8 ms with perfect recall and no build time; beyond that it outgrows a 20 ms budget.
+- ``hnsw``: ``IndexHNSWFlat`` (M = :data:`HNSW_M`), from :data:`EXACT_LIMIT` to :data:`IVF_LIMIT`. On
+  clustered vectors efSearch 128 gives recall@10 0.998 at 100 k (0.9 ms) and 0.953 at 300 k (0.36 ms),
+  but only 0.81 at 1 M, and its build grows to 314 s at 300 k and 1,354 s at 1 M on one shared core.
+- ``ivf``: ``IndexIVFFlat`` with about 2 sqrt(n) lists, from :data:`IVF_LIMIT` up: nprobe 16 already
+  gives 0.997 at 300 k (0.9 ms) and 1.0 at 1 M (1.3 ms; nprobe 64: 4.7 ms), built in 19 s / 98 s. It
+  also runs on faiss-gpu, unlike HNSW.
 
-The figures come from ``python -m benchmarks search`` (CPU time of one query on one core; saved JSON
-under benchmarks/results/).
+Uniformly random 512-d vectors (no neighbourhood structure) defeat both ANN kinds: at 1 M IVF reaches 0.33
+at nprobe 256/2000 and HNSW 0.91 at efSearch 2048 already at 100 k. Only exact re-ranking of a long
+PQ shortlist got there (0.95 with 5,000 candidates, 10 ms); music embeddings are clustered, so the kinds
+are tuned for clustered data. The figures come from ``python -m benchmarks search`` (CPU time of one query
+on one core; synthetic clustered data = a normalised mixture of 2,000 Gaussians).
 
 Metadata filters: :func:`search` with ``allowed_ids`` restricts results to a set of catalog ids without
-losing recall. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its stored vectors;
+losing recall to the filter. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its stored vectors;
 a larger one goes through a faiss ``IDSelector`` with the search breadth (efSearch / nprobe) widened by the
 inverse of the set's share of the index, so a filtered query still sees enough candidates. Measured on
 clustered 100 k: exact scoring takes 1.3 ms for 1 k ids and 8 ms for 10 k; the selector path takes
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf")
 EXACT_LIMIT = 50_000
+IVF_LIMIT = 200_000  # measured crossover: HNSW ahead at 100 k, IVF ahead (and 16x faster to build) at 300 k
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 DEFAULT_EF_SEARCH = 128
@@ -49,7 +53,9 @@ IVF_TRAIN_POINTS_PER_LIST = 50  # faiss warns below 39 points per centroid
 
 def index_kind_for(n: int) -> str:
     """The kind ``build_index(kind="auto")`` picks for n vectors."""
-    return "flat" if n < EXACT_LIMIT else "hnsw"
+    if n < EXACT_LIMIT:
+        return "flat"
+    return "hnsw" if n < IVF_LIMIT else "ivf"
 
 
 def build_index(

@@ -75,9 +75,13 @@ def test_auto_kind_follows_the_measured_threshold(data, monkeypatch):
     vectors, ids, _, _ = data
     assert ann.index_kind_for(ann.EXACT_LIMIT - 1) == "flat"
     assert ann.index_kind_for(ann.EXACT_LIMIT) == "hnsw"
+    assert ann.index_kind_for(ann.IVF_LIMIT - 1) == "hnsw"
+    assert ann.index_kind_for(ann.IVF_LIMIT) == "ivf"
     monkeypatch.setattr(ann, "EXACT_LIMIT", 1000)
+    monkeypatch.setattr(ann, "IVF_LIMIT", 3000)
     assert ann.index_kind(ann.build_index(vectors[:999], ids[:999])) == "flat"
     assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000])) == "hnsw"
+    assert ann.index_kind(ann.build_index(vectors[:3000], ids[:3000])) == "ivf"
 
 
 def exact_among(vectors, ids, queries, allowed, k=10):
