@@ -145,6 +145,7 @@ def index_once(model, music: Path, library_dir: Path, workers: int):
     from indexer.vectors import Library
 
     waves = [load_audio(p) for p in sorted(music.iterdir())]
+    model.embed_audio(waves[:1])  # warm-up: the first call pays one-off allocation costs
     start = time.perf_counter()
     model.embed_audio(waves)
     baseline = time.perf_counter() - start
