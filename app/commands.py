@@ -221,13 +221,11 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 def run_serve(args) -> int:
     def body():
-        from app import demo, ui
+        from app import ui
 
         auth = parse_auth(args.auth)
         service, setup = _open_service(args, index=True)
-        label = "the bundled demo model" if setup.demo else setup.model
-        info = ui.AppInfo(model_label=label, notice=demo.notice(setup, setup.model),
-                          examples=(setup.demo.examples if setup.demo and setup.demo.examples else ui.DEFAULT_EXAMPLES))
+        info = ui.app_info(setup)
         if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
             print(f"warning: serving on {args.host} without --auth: anyone who can reach this port can search "
                   "and play your library", file=sys.stderr)

@@ -55,6 +55,15 @@ class AppInfo:
     examples: tuple[str, ...] = DEFAULT_EXAMPLES
 
 
+def app_info(setup) -> AppInfo:
+    """What the page says for an :class:`app.demo.Setup`: the demo world names itself and its limits."""
+    from app.demo import notice
+
+    label = "the bundled demo model" if setup.demo else setup.model
+    examples = setup.demo.examples if setup.demo and setup.demo.examples else DEFAULT_EXAMPLES
+    return AppInfo(model_label=label, notice=notice(setup, setup.model), examples=examples)
+
+
 # --------------------------------------------------------------------------------------------------
 # Security: only indexed tracks leave the library
 
@@ -106,11 +115,13 @@ def audio_url(result: Result) -> str:
 # HTML
 
 
-def _clock(seconds: float | None) -> str:
+def _clock(seconds: float | None, *, tenths: bool = False) -> str:
+    """m:ss; with ``tenths`` also m:ss.t when it matters (a wrapped last clip may end 0.4 s after its start)."""
     if seconds is None:
         return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    units = int(round(seconds * 10)) if tenths else int(round(seconds)) * 10
+    minutes, rest = divmod(units, 600)
+    return f"{minutes}:{rest // 10:02d}" + (f".{rest % 10}" if rest % 10 else "")
 
 
 def results_html(results: list[Result]) -> str:
@@ -121,7 +132,7 @@ def results_html(results: list[Result]) -> str:
         tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
         moment = ""
         if r.moment is not None:
-            moment = (f'<div class="mq-moment">best moment {_clock(r.moment.start)}–{_clock(r.moment.end)}'
+            moment = (f'<div class="mq-moment">best moment {_clock(r.moment.start, tenths=True)}–{_clock(r.moment.end, tenths=True)}'
                       f' (score {r.moment.score:.3f})</div>')
         cards.append(
             f'<div class="mq-card" data-track-id="{r.track_id}">'

@@ -17,7 +17,7 @@ from test_browser_ui import CHROMIUM, CHROMIUM_ARGS  # noqa: I001  (tests/ is on
 import data.demo
 from app import demo
 
-SAMPLE = 200  # clips: enough for several slow minor piano clips, quick enough to index in CI
+SAMPLE = 200  # clips: a few slow minor piano ones among them; indexed in about 2 minutes on 2 busy cores
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,7 +41,7 @@ def demo_server(tmp_path_factory):
     patch.setenv("XDG_DATA_HOME", str(base / "home"))
     patch.delenv("MUQSEARCH_LIBRARY", raising=False)
     from app.search import SearchService
-    from app.ui import AppInfo, launch
+    from app.ui import app_info, launch
     from indexer.commands import _load_model
 
     setup = demo.resolve(None, None)  # what `muqsearch serve` does with no options
@@ -52,8 +52,7 @@ def demo_server(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app, url = launch(service, AppInfo(name, demo.notice(setup, "demo model"), setup.demo.examples),
-                      port=port, block=False, quiet=True)
+    app, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
     yield url.rstrip("/"), service
     app.close()
     service.close()
@@ -75,8 +74,14 @@ def test_slow_sad_piano_finds_piano_in_the_demo_world(demo_server, tmp_path):
         page.fill("#query textarea", "slow sad piano")
         page.click("#search-button")
         page.locator("#results .mq-card").first.wait_for()
-        titles = page.locator("#results .mq-title").all_inner_texts()
-        assert sum("piano" in t.lower() for t in titles[:5]) >= 3, titles
+        page.wait_for_function("(() => { const a = document.querySelector('#results audio');"
+                               " return a.readyState >= 1 && a.duration > 0 && !a.error; })()")  # Opus plays
+        titles = [t.lower() for t in page.locator("#results .mq-title").all_inner_texts()]  # "slow minor piano …"
+        # thresholds that an interim checkpoint (step 200 of 700) already met: 5/5 slow, 2/5 piano, a slow
+        # minor piano clip at rank 2
+        assert sum(t.startswith("slow") for t in titles[:5]) >= 4, titles
+        assert sum("piano" in t for t in titles[:5]) >= 2, titles
+        assert any(t.startswith("slow minor piano") for t in titles[:10]), titles
         page.screenshot(path=str(shots / "search.png"), full_page=False)
         page.locator("#results button[data-action=describe]").first.click()
         page.locator("#describe-tags .mq-bar-row").first.wait_for()
