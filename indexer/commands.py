@@ -53,10 +53,14 @@ def run_index(args: argparse.Namespace) -> int:
         name = args.model or library.catalog.get_meta("model_name")
         if not name:
             return _fail(f"no model: this library has none recorded yet; {MODEL_HINT}")
-        try:
-            model, name = _load_model(name, args.device)
-        except Exception as exc:  # noqa: BLE001 - any loading problem ends the command with its message
-            return _fail(f"cannot load model {name!r}: {exc}")
+        if os.path.isdir(os.path.expanduser(name)):
+            name = os.path.abspath(os.path.expanduser(name))  # recorded so that any working folder finds it
+
+        def load_model():
+            try:
+                return _load_model(name, args.device)
+            except Exception as exc:  # noqa: BLE001 - any loading problem ends the command with its message
+                raise ModelLoadError(f"cannot load model {name!r}: {exc}") from exc
         options = IndexOptions(
             workers=args.workers or default_workers(),
             prune=args.prune,
@@ -70,8 +74,8 @@ def run_index(args: argparse.Namespace) -> int:
         if args.max_duration:
             options.max_seconds = args.max_duration
         try:
-            summary = Indexer(library, model, name, options).run(args.roots)
-        except (LibraryError, CatalogError) as exc:
+            summary = Indexer(library, load_model, name, options).run(args.roots)
+        except (LibraryError, CatalogError, ModelLoadError) as exc:
             return _fail(str(exc))
         except KeyboardInterrupt:
             print("interrupted: finished tracks are saved; run the same command again to resume", file=sys.stderr)
@@ -207,15 +211,15 @@ def _library_dir(args) -> Path:
     return Path(value).expanduser().absolute() if value else default_library_dir()
 
 
+class ModelLoadError(RuntimeError):
+    """The model named by --model (or recorded in the library) cannot be loaded."""
+
+
 def _load_model(name: str, device: str | None):
-    """(model, the name to record): a local directory is recorded as an absolute path."""
     from muq_model import MuQMuLan
     from muq_model.runtime import select_device
 
-    if os.path.isdir(os.path.expanduser(name)):
-        name = os.path.abspath(os.path.expanduser(name))
-    model = MuQMuLan.from_pretrained(name, device=select_device(device or "auto"))
-    return model.eval(), name
+    return MuQMuLan.from_pretrained(name, device=select_device(device or "auto")).eval()
 
 
 def _size(path: Path) -> int:

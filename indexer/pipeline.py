@@ -258,9 +258,11 @@ class Indexer:
     """One indexing run of a library with a model."""
 
     def __init__(self, library: Library, model, model_name: str, options: IndexOptions | None = None):
+        """``model``: a MuQMuLan, or a function returning one, called only once some file needs
+        embedding -- so a re-run with nothing to do never waits for a model to load."""
         self.library = library
         self.catalog = library.catalog
-        self.model = model
+        self._model = model
         self.model_name = model_name
         self.options = options or IndexOptions()
         self.summary = IndexSummary()
@@ -275,18 +277,24 @@ class Indexer:
         self._progress = None
         self._status = "done"
 
+    @property
+    def model(self):
+        if not isinstance(self._model, torch.nn.Module):
+            self._model = self._model()
+        return self._model
+
     # ---- entry point ------------------------------------------------------------------------------
 
     def run(self, roots) -> IndexSummary:
         started = time.monotonic()
         roots = [os.path.abspath(os.path.expanduser(str(r))) for r in roots]
         with library_lock(self.library.directory):
-            self.catalog.claim_fingerprint(self.model.fingerprint(), self.model_name, self.model.dim)
             self.summary.run_id = self._start_run(roots)
             try:
                 found = self._scan(roots)
                 tasks, self.summary.skipped = plan(found, self.catalog, retry_errors=self.options.retry_errors)
                 if tasks:
+                    self.catalog.claim_fingerprint(self.model.fingerprint(), self.model_name, self.model.dim)
                     self._process(tasks)
                 self._prune_or_count_missing({f.path for f in found})
             except BaseException as exc:  # keep what is finished, then let the problem through

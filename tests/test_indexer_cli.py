@@ -117,3 +117,18 @@ def test_a_damaged_index_is_detected_by_status_and_rebuilt_by_index(capsys, musi
     code, out, _ = run(capsys, "status", "--library", library, "--json")
     status = json.loads(out)
     assert status["consistent"] is True and status["tracks"] == 3
+
+
+def test_a_run_with_nothing_to_do_never_loads_the_model(capsys, music, tmp_path, tiny_model_dir, monkeypatch):
+    library = tmp_path / "library"
+    run(capsys, "index", music, "--library", library, "--model", tiny_model_dir)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("muq_model.MuQMuLan.from_pretrained", no_loading)
+    code, out, _ = run(capsys, "index", music, "--library", library, "--json")
+    assert code == 0 and json.loads(out)["skipped"] == 4
+    write_audio(music / "new.wav", 2.0, 22050, 1, seed=9)
+    code, _, err = run(capsys, "index", music, "--library", library, "--json")
+    assert code == 2 and "cannot load model" in err and "the model was loaded" in err

@@ -224,8 +224,11 @@ def test_a_model_with_another_fingerprint_is_refused(library, tmp_path):
 
     torch.manual_seed(1)
     other = MuQMuLan(MuQMuLanConfig.tiny()).eval()
+    assert index(library, other, [tmp_path / "music"]).skipped == len(GOOD) + 3  # nothing to embed: fine
+    write_audio(tmp_path / "music" / "new.flac", 3.0, 44100, 1, seed=80)
     with pytest.raises(CatalogError, match="cannot be mixed"):
         index(library, other, [tmp_path / "music"])
+    assert str(tmp_path / "music" / "new.flac") not in tracks_by_path(library)
 
 
 def test_only_one_indexer_at_a_time(library, tiny_model, tmp_path):
