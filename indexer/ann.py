@@ -23,8 +23,9 @@ on one core; synthetic clustered data = a normalised mixture of 2,000 Gaussians)
 
 Metadata filters: :func:`search` with ``allowed_ids`` restricts results to a set of catalog ids without
 losing recall to the filter. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its stored vectors;
-a larger one goes through a faiss ``IDSelector`` with the search breadth (efSearch / nprobe) widened by the
-inverse of the set's share of the index, so a filtered query still sees enough candidates. Measured on
+a larger one goes through a faiss ``IDSelector`` with the search breadth widened as the set's share s of
+the index shrinks (efSearch / s for HNSW, nprobe / sqrt(s) for IVF), so a filtered query still sees
+enough candidates. Measured on
 clustered 100 k: exact scoring takes 1.3 ms for 1 k ids and 8 ms for 10 k; the selector path takes
 ~12 ms from 10 k ids up, with recall 0.93 at 10 k and 0.995 at 30 k, hence the 20 k crossover.
 """
@@ -48,6 +49,7 @@ DEFAULT_EF_SEARCH = 128
 DEFAULT_NPROBE = 64
 EXACT_FILTER_LIMIT = 20_000
 MAX_WIDENED_EF_SEARCH = 4096
+MAX_BITMAP_ID = 1 << 28  # a 32 MiB bitmap; larger catalog ids use a hash set instead
 IVF_TRAIN_POINTS_PER_LIST = 50  # faiss warns below 39 points per centroid
 
 
@@ -152,7 +154,7 @@ def search(
     if allowed_ids is None:
         scores, ids = index.search(queries, k)
     else:
-        scores, ids = _filtered_search(index, queries, k, np.unique(np.asarray(allowed_ids, dtype=np.int64)))
+        scores, ids = _filtered_search(index, queries, k, np.asarray(allowed_ids, dtype=np.int64))
     scores[ids < 0] = -np.inf  # faiss fills missing places with -FLT_MAX
     return scores, ids
 
@@ -160,20 +162,39 @@ def search(
 def _filtered_search(
     index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
+    allowed, bitmap = _id_set(allowed)
     kind = index_kind(index)
     if kind != "flat" and allowed.size <= EXACT_FILTER_LIMIT:
         return _exact_search_among(index, queries, k, allowed)
     share = max(allowed.size / max(index.ntotal, 1), 1e-9)
-    selector = faiss.IDSelectorBatch(allowed)
+    # A bitmap is built in well under a millisecond and tested in one load; a hash set of 100 k ids costs
+    # ~10 ms to build per query. The bitmap must outlive the search: it is a local until we return.
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)) if bitmap is not None else (
+        faiss.IDSelectorBatch(allowed))
     if kind == "hnsw":
         ef = faiss.downcast_index(index.index).hnsw.efSearch
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=min(MAX_WIDENED_EF_SEARCH, math.ceil(ef / share)))
     elif kind == "ivf":
         ivf = faiss.extract_index_ivf(index)
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, math.ceil(ivf.nprobe / share)))
+        # IVF skips filtered-out vectors inside the probed lists, so it needs fewer extra lists than HNSW,
+        # which must walk its graph through them: sqrt keeps recall at 1.0 for 10% of 1 M ids.
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, math.ceil(ivf.nprobe / math.sqrt(share))))
     else:
         params = faiss.SearchParameters(sel=selector)
     return index.search(queries, k, params=params)
+
+
+def _id_set(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(sorted unique ids, a little-endian membership bitmap over 0..max id, or None for huge ids).
+
+    A boolean mask dedups and sorts in O(max id), far cheaper than np.unique's sort for catalog ids.
+    """
+    ids = ids[ids >= 0]  # faiss ids are non-negative; -1 means "no result"
+    if ids.size == 0 or ids.max() >= MAX_BITMAP_ID:
+        return np.unique(ids), None
+    mask = np.zeros(int(ids.max()) + 1, dtype=bool)
+    mask[ids] = True
+    return np.flatnonzero(mask).astype(np.int64), np.packbits(mask, bitorder="little")
 
 
 def _exact_search_among(

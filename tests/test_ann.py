@@ -147,3 +147,18 @@ def test_use_gpu_without_a_gpu_falls_back_to_the_cpu_index(data, caplog):
     assert isinstance(index, faiss.IndexIDMap2)
     assert recall(ann.search(index, queries, 10)[1], truth) == 1.0
     assert "staying on CPU" in caplog.text
+
+
+def test_filters_over_huge_ids_use_a_hash_set_with_the_same_results(data, monkeypatch):
+    vectors, ids, queries, _ = data
+    monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 100)
+    allowed = np.random.default_rng(6).choice(ids, size=1500, replace=False)
+    for kind in ("flat", "ivf"):
+        index = ann.build_index(vectors, ids, kind)
+        with_bitmap = ann.search(index, queries, 10, allowed_ids=np.concatenate([allowed, allowed[:10]]))
+        monkeypatch.setattr(ann, "MAX_BITMAP_ID", 10)  # every catalog id counts as huge
+        with_hash_set = ann.search(index, queries, 10, allowed_ids=allowed)
+        monkeypatch.undo()
+        monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 100)
+        np.testing.assert_array_equal(with_bitmap[1], with_hash_set[1])
+        assert np.isin(with_bitmap[1], allowed).all()
