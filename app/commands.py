@@ -27,14 +27,12 @@ def _open_service(args, *, index: bool = False):
     """(service, setup, model label) for the library and model the global options (or defaults) name."""
     from app import demo
     from app.search import SearchService, ServiceLimits
-
-    # the indexer's loader records a local directory as its absolute path; loading the same way keeps
-    # the model fingerprint (which includes that name) equal to the one the library was indexed with
-    from indexer.commands import _load_model
+    from muq_model import MuQMuLan
+    from muq_model.runtime import select_device
 
     setup = demo.resolve(args.library, args.model)
-    model, name = _load_model(setup.model, args.device)
-    setup = dataclasses.replace(setup, model=name)
+    setup = dataclasses.replace(setup, model=demo.canonical_model_name(setup.model))
+    model = MuQMuLan.from_pretrained(setup.model, device=select_device(args.device)).eval()
     if index:
         demo.index_if_needed(setup, model, setup.model)
     limits = ServiceLimits()

@@ -34,6 +34,13 @@ class Setup:
     index_roots: tuple[Path, ...] = field(default_factory=tuple)  # folders to index before serving
 
 
+def canonical_model_name(name: str) -> str:
+    """A local checkpoint directory as its absolute path, as `muqsearch index` records it: the model's
+    fingerprint includes the name it was loaded by, so the app must load it by the same name."""
+    expanded = os.path.expanduser(name)
+    return os.path.abspath(expanded) if os.path.isdir(expanded) else name
+
+
 def demo_world() -> DemoWorld | None:
     """The bundled demo world, or None when this checkout does not have it (yet)."""
     import data.demo as bundled

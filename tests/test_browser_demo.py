@@ -42,13 +42,13 @@ def demo_server(tmp_path_factory):
     patch.delenv("MUQSEARCH_LIBRARY", raising=False)
     from app.search import SearchService
     from app.ui import app_info, launch
-    from indexer.commands import _load_model
+    from muq_model import MuQMuLan
 
     setup = demo.resolve(None, None)  # what `muqsearch serve` does with no options
     assert setup.demo is not None
-    model, name = _load_model(setup.model, "cpu")
-    demo.index_if_needed(setup, model, name, progress=False)
-    service = SearchService(setup.library_dir, model, model_name=name)
+    model = MuQMuLan.from_pretrained(setup.model).eval()
+    demo.index_if_needed(setup, model, setup.model, progress=False)
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
