@@ -351,11 +351,14 @@ def evaluate_model(model, eval_set: EvalSet, evaluate: Callable) -> dict:
     return evaluate(text, audio, eval_set.relevant())
 
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak."""
+def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak. With a time budget (max_minutes) the decay
+    follows whichever runs out first, steps or time, so a run cut short by the clock still anneals."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.max_minutes:
+        progress = max(progress, elapsed_seconds / (config.max_minutes * 60))
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -437,41 +440,46 @@ def train(
     module.train()
     started, first_step = time.monotonic(), step
     window: list[float] = []
-    while step < config.steps:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        mel, texts = sampler.next_batch(rank, world)
-        value = runner(mel, texts)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        step += 1
-        window.append(mean_over_ranks(value.detach()))
-        elapsed = time.monotonic() - started
-        out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
-        last = step == config.steps or out_of_time
-        if step % config.log_every == 0 or last:
-            result.losses.append(float(np.mean(window)))
-            if rank == 0:
-                per_step = elapsed / (step - first_step)
-                record = {"step": step, "loss": result.losses[-1], "temperature": float(loss.temperature.detach()),
-                          "lr": optimizer.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
-                print(f"step {step}/{config.steps}  loss {record['loss']:.4f}  temperature {record['temperature']:.2f}"
-                      f"  lr {record['lr']:.2e}  {elapsed / 60:.1f} min  {per_step:.2f} s/step"
-                      f"  eta {per_step * (config.steps - step) / 60:.0f} min", flush=True)
-                append_log(out, record)
-            window = []
-        if eval_set is not None and (step % config.eval_every == 0 or last):
-            metrics = evaluate_model(model, eval_set, evaluate)
-            result.evaluations.append({"step": step, **metrics})
-            print(f"eval at step {step}: " + summarize(metrics), flush=True)
-            append_log(out, {"step": step, "eval": metrics})
-        if rank == 0 and (step % config.checkpoint_every == 0 or last):
+    try:
+        while step < config.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config, time.monotonic() - started)
+            mel, texts = sampler.next_batch(rank, world)
+            value = runner(mel, texts)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            step += 1
+            window.append(mean_over_ranks(value.detach()))
+            elapsed = time.monotonic() - started
+            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
+            last = step == config.steps or out_of_time
+            if step % config.log_every == 0 or last:
+                result.losses.append(float(np.mean(window)))
+                if rank == 0:
+                    per_step = elapsed / (step - first_step)
+                    record = {"step": step, "loss": result.losses[-1], "temperature": float(loss.temperature.detach()),
+                              "lr": optimizer.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
+                    print(f"step {step}/{config.steps}  loss {record['loss']:.4f}  temperature {record['temperature']:.2f}"
+                          f"  lr {record['lr']:.2e}  {elapsed / 60:.1f} min  {per_step:.2f} s/step"
+                          f"  eta {per_step * (config.steps - step) / 60:.0f} min", flush=True)
+                    append_log(out, record)
+                window = []
+            if eval_set is not None and (step % config.eval_every == 0 or last):
+                metrics = evaluate_model(model, eval_set, evaluate)
+                result.evaluations.append({"step": step, **metrics})
+                print(f"eval at step {step}: " + summarize(metrics), flush=True)
+                append_log(out, {"step": step, "eval": metrics})
+            if rank == 0 and (step % config.checkpoint_every == 0 or last):
+                save_state(out, module, optimizer, sampler, step, config)
+            if out_of_time:
+                if rank == 0:
+                    print(f"stopping at step {step}: --max-minutes {config.max_minutes} reached", flush=True)
+                break
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: keep what was learned
+        if rank == 0:
+            print(f"interrupted at step {step}: saving the checkpoint and the model", flush=True)
             save_state(out, module, optimizer, sampler, step, config)
-        if out_of_time:
-            if rank == 0:
-                print(f"stopping at step {step}: --max-minutes {config.max_minutes} reached", flush=True)
-            break
     if rank == 0:
         model.eval()
         model.save_pretrained(out)

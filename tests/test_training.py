@@ -182,3 +182,15 @@ def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
     # Same batches, same gathered negatives; only BatchNorm statistics are per rank.
     np.testing.assert_allclose(losses["ddp"], losses["single"], rtol=0.03)
     assert losses["single"][-3:].mean() < losses["single"][:3].mean()
+
+
+def test_learning_rate_warms_up_then_anneals_by_steps_or_time():
+    from muq_model.training import learning_rate
+
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
+    assert learning_rate(0, config) == pytest.approx(0.1)
+    assert learning_rate(10, config) == pytest.approx(1.0)
+    assert learning_rate(100, config) == pytest.approx(0.1)
+    timed = TrainConfig(steps=100, lr=1.0, warmup_steps=10, max_minutes=1.0)
+    assert learning_rate(20, timed, elapsed_seconds=0.0) == pytest.approx(learning_rate(20, config))
+    assert learning_rate(20, timed, elapsed_seconds=60.0) == pytest.approx(0.1)  # the clock ran out first
