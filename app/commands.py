@@ -11,6 +11,8 @@ import dataclasses
 import json
 import sys
 
+from muq_model.identity import canonical_model_name
+
 DEFAULT_K = 10
 
 
@@ -31,7 +33,7 @@ def _open_service(args, *, index: bool = False):
     from muq_model.runtime import select_device
 
     setup = demo.resolve(args.library, args.model)
-    setup = dataclasses.replace(setup, model=demo.canonical_model_name(setup.model))
+    setup = dataclasses.replace(setup, model=canonical_model_name(setup.model))
     model = MuQMuLan.from_pretrained(setup.model, device=select_device(args.device)).eval()
     if index:
         demo.index_if_needed(setup, model, setup.model)

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from muq_model.identity import same_vectors
+
 REAL_MODEL = "OpenMuQ/MuQ-MuLan-large"
 
 
@@ -32,13 +34,6 @@ class Setup:
     model: str  # hub id or local directory for MuQMuLan.from_pretrained
     demo: DemoWorld | None = None  # set when serving the bundled demo world
     index_roots: tuple[Path, ...] = field(default_factory=tuple)  # folders to index before serving
-
-
-def canonical_model_name(name: str) -> str:
-    """A local checkpoint directory as its absolute path, as `muqsearch index` records it: the model's
-    fingerprint includes the name it was loaded by, so the app must load it by the same name."""
-    expanded = os.path.expanduser(name)
-    return os.path.abspath(expanded) if os.path.isdir(expanded) else name
 
 
 def demo_world() -> DemoWorld | None:
@@ -126,7 +121,8 @@ def index_if_needed(setup: Setup, model, model_name: str, *, progress: bool = Tr
     from indexer.pipeline import Indexer, IndexOptions
     from indexer.vectors import Library
 
-    if setup.demo is not None and library_fingerprint(setup.library_dir) not in (None, model.fingerprint()):
+    stored = library_fingerprint(setup.library_dir) if setup.demo is not None else None
+    if stored is not None and not same_vectors(stored, model.fingerprint()):
         # the demo library is derived data: made by another build of the demo model, it is rebuilt
         import shutil
 

@@ -34,6 +34,7 @@ from app.filters import Filters, TrackColumns
 from indexer.ann import index_kind
 from indexer.catalog import VOCABULARY_COLLECTION, IndexRun, Segment, Track, TrackTag
 from indexer.vectors import Library, LibraryError, VectorIndexes, index_ids
+from muq_model.identity import same_vectors
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class SearchService:
                     self._problem = (f"The library's vector index could not be read ({exc}). "
                                      "Run `muqsearch index` on it to repair the index from the catalog.")
                 return False
-            if snapshot.indexes.fingerprint != self._fingerprint:
+            if not same_vectors(snapshot.indexes.fingerprint, self._fingerprint):
                 self._refused_generation = snapshot.generation
                 self._problem = (
                     f"This library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "

@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from indexer.catalog import VOCABULARY_COLLECTION, Text_, TextCollection, stack_blobs, to_blob
+from muq_model.identity import vector_space
 
 RESERVED_PREFIX = "builtin:"
 MAX_TEXTS = 20_000
@@ -113,7 +114,7 @@ def remove_collection(catalog, name: str) -> None:
 def list_collections(catalog, fingerprint: dict | None = None) -> list[CollectionInfo]:
     from sqlalchemy import func
 
-    wanted = None if fingerprint is None else json.dumps(fingerprint, sort_keys=True)
+    wanted = None if fingerprint is None else vector_space(fingerprint)
     with catalog.session() as s:
         rows = s.execute(
             select(TextCollection.name, TextCollection.description, TextCollection.fingerprint, func.count(Text_.id))
@@ -127,7 +128,7 @@ def list_collections(catalog, fingerprint: dict | None = None) -> list[Collectio
 def store_collection(catalog, model, name, texts, categories, *, description=None, source_hash=None) -> np.ndarray:
     """Embed texts and (re)write the collection in one transaction; returns the (n, dim) embeddings."""
     vectors = _embed(model, texts)
-    fingerprint = json.dumps(model.fingerprint(), sort_keys=True)
+    fingerprint = model.vector_space()
     with catalog.session.begin() as s:
         s.execute(delete(TextCollection).where(TextCollection.name == name))
         collection = TextCollection(name=name, description=description, fingerprint=fingerprint, source_hash=source_hash)
@@ -154,7 +155,7 @@ def load_banks(service, memo: dict) -> list:
             "The running model has no text tokenizer, so it cannot score tags or descriptions "
             "(similar-track search still works). Load a model directory that includes its tokenizer files."
         )
-    fingerprint = json.dumps(model.fingerprint(), sort_keys=True)
+    fingerprint = model.vector_space()
     has_catalog = (service.library_dir / "catalog.sqlite").exists()
     vocab_key = (VOCABULARY_COLLECTION, fingerprint)
     if vocab_key not in memo:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from evaluation.datasets import EvalSet, Excluded, file_sha256
 from evaluation.metrics import DIRECTIONS, chance_levels, retrieval_metrics
 from indexer.audio import AudioDecodeError, load_audio
+from muq_model.identity import vector_space
 
 CACHE_ENV = "MUQSEARCH_EVAL_CACHE"
 SIMILARITIES = ("cosine", "dot")
@@ -43,7 +44,7 @@ def default_cache_dir() -> Path:
 
 
 def fingerprint_key(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return hashlib.sha256(vector_space(fingerprint).encode()).hexdigest()[:24]
 
 
 class EmbeddingCache:

@@ -7,7 +7,6 @@ A model without a tokenizer cannot embed text, so it gets no auto-tags.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ class AutoTagger:
         if not model.has_tokenizer:
             return None
         vocabulary = vocabulary or load_vocabulary()
-        fingerprint = json.dumps(model.fingerprint(), sort_keys=True)
+        fingerprint = model.vector_space()
         with catalog.session.begin() as s:
             collection = s.scalar(select(TextCollection).where(TextCollection.name == VOCABULARY_COLLECTION))
             if (

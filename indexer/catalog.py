@@ -50,6 +50,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from muq_model.identity import same_vectors
+
 SCHEMA_VERSION = 1
 CATALOG_FILENAME = "catalog.sqlite"
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -353,10 +355,14 @@ class Catalog:
         return int(self.get_meta("index_generation", "0"))
 
     def claim_fingerprint(self, fingerprint: dict, model_name: str, dim: int) -> None:
-        """Record the model of a library's vectors, or refuse a model whose vectors would not match."""
+        """Record the model of a library's vectors, or refuse a model whose vectors would not match.
+
+        The same weights loaded by another name (a moved directory, the hub cache) are the same model:
+        the stored fingerprint keeps its first provenance and only the recorded name follows the user."""
         with self.session.begin() as s:
             stored = s.get(Meta, "model_fingerprint")
-            if stored is not None and json.loads(stored.value) != fingerprint:
+            same = stored is not None and same_vectors(json.loads(stored.value), fingerprint)
+            if stored is not None and not same:
                 has_vectors = s.scalar(select(Track.id).limit(1)) is not None
                 if has_vectors:
                     raise CatalogError(
@@ -365,7 +371,8 @@ class Catalog:
                         f"{fingerprint}. Vectors of different models cannot be mixed: use another "
                         "--library for this model, or the library's own model."
                     )
-            self.set_meta(s, "model_fingerprint", json.dumps(fingerprint, sort_keys=True))
+            if not same:
+                self.set_meta(s, "model_fingerprint", json.dumps(fingerprint, sort_keys=True))
             self.set_meta(s, "model_name", model_name)
             self.set_meta(s, "dim", str(dim))
 

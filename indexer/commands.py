@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from muq_model.identity import canonical_model_name
 
 MODEL_HINT = (
     "pass --model NAME_OR_PATH (a Hugging Face id such as OpenMuQ/MuQ-MuLan-large, or a local checkpoint "
@@ -53,8 +54,7 @@ def run_index(args: argparse.Namespace) -> int:
         name = args.model or library.catalog.get_meta("model_name")
         if not name:
             return _fail(f"no model: this library has none recorded yet; {MODEL_HINT}")
-        if os.path.isdir(os.path.expanduser(name)):
-            name = os.path.abspath(os.path.expanduser(name))  # recorded so that any working folder finds it
+        name = canonical_model_name(name)
 
         def load_model():
             try:

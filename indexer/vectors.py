@@ -45,6 +45,7 @@ from sqlalchemy import select
 
 from indexer import ann
 from indexer.catalog import CATALOG_FILENAME, Catalog, CatalogError, Segment, Track, TrackTag, stack_blobs
+from muq_model.identity import same_vectors
 
 VECTORS_DIRNAME = "vectors"
 CACHE_DIRNAME = "cache"
@@ -224,7 +225,7 @@ class Library:
                 f"vector index generation {generation} is missing from {directory}: "
                 "run `muqsearch index` to repair it from the catalog"
             )
-        if manifest.get("fingerprint") != fingerprint:
+        if not same_vectors(manifest.get("fingerprint"), fingerprint):
             raise LibraryError(
                 f"vector index generation {generation} was built with another model than the catalog's: "
                 "run `muqsearch index` to repair it"

@@ -15,6 +15,8 @@ _EXPORTS = {
     "MuQMuLanConfig": "muq_model.config",
     "MuQMuLan": "muq_model.model",
     "TokenizerMissingError": "muq_model.model",
+    "vector_space": "muq_model.identity",
+    "canonical_model_name": "muq_model.identity",
     "CheckpointError": "muq_model.checkpoint",
 }
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embedding
 from muq_model.config import MuQMuLanConfig
+from muq_model.identity import vector_space
 from muq_model.mulan import AudioTower, TextTower
 
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
@@ -254,6 +255,10 @@ class MuQMuLan(nn.Module):
             "weights_hash": self.weights_hash(),
             "clip_policy": self.clip_policy.describe(),
         }
+
+    def vector_space(self) -> str:
+        """Key of the vectors this model makes (see :func:`vector_space`)."""
+        return vector_space(self.fingerprint())
 
     # ---- checkpoint I/O (muq_model.checkpoint does the work) ----------------------------------------
 

@@ -78,6 +78,15 @@ def test_a_different_model_fingerprint_is_refused_once_vectors_exist(library):
     library.catalog.claim_fingerprint(FINGERPRINT, "test-model", DIM)  # the same model is fine
 
 
+def test_the_same_weights_under_another_name_share_the_library(library):
+    library.catalog.claim_fingerprint(FINGERPRINT, "test-model", DIM)
+    add_tracks(library, 1)
+    moved = dict(FINGERPRINT, model_id="/new/place/of/the/model")
+    library.catalog.claim_fingerprint(moved, "/new/place/of/the/model", DIM)
+    assert library.catalog.get_meta("model_name") == "/new/place/of/the/model"
+    assert library.catalog.fingerprint == FINGERPRINT  # provenance of the stored vectors is kept
+
+
 def test_deleting_a_track_cascades_to_segments_and_tags(library):
     ids = add_tracks(library, 2)
     with library.catalog.session.begin() as s:

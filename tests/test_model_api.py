@@ -257,3 +257,16 @@ def test_bfloat16_model_embeds_audio(tiny_model):
     out = model.embed_clips(clips)
     assert out.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(out, tiny_model.embed_clips(clips)).item() > 0.98
+
+
+def test_vector_space_ignores_the_name_a_model_was_loaded_by(tiny_model):
+    from muq_model.identity import same_vectors, vector_space
+
+    fp = tiny_model.fingerprint()
+    moved = dict(fp, model_id="/somewhere/else")
+    assert vector_space(moved) == tiny_model.vector_space()
+    assert same_vectors(fp, moved)
+    assert not same_vectors(fp, dict(fp, weights_hash="0" * 16))
+    assert not same_vectors(fp, None) and not same_vectors(fp, {"model_id": "x"})
+    with pytest.raises(ValueError, match="lacks"):
+        vector_space({"model_id": "x"})
