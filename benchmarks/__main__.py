@@ -21,19 +21,39 @@ def discover() -> dict[str, str]:
     return {name: f"benchmarks.{name}" for name in names}
 
 
+def _load(module_name: str):
+    """The benchmark module, or the reason it cannot run in this environment (a missing package)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        return f"unavailable here: {exc}"
+    if not (hasattr(module, "run") and hasattr(module, "add_arguments")):
+        return None
+    return module
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    benchmarks = discover()
+    # Import only the benchmark asked for, so one benchmark's optional packages never block another.
+    chosen = {argv[0]: benchmarks[argv[0]]} if argv and argv[0] in benchmarks else benchmarks
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="name", metavar="NAME", required=True)
     modules = {}
-    for name, module_name in discover().items():
-        module = importlib.import_module(module_name)
-        if not (hasattr(module, "run") and hasattr(module, "add_arguments")):
+    for name, module_name in chosen.items():
+        module = _load(module_name)
+        if module is None:
+            continue
+        if isinstance(module, str):
+            sub.add_parser(name, help=module)
             continue
         modules[name] = module
         p = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0])
         p.add_argument("--threads", type=int, default=None, help="torch threads (default: env or all cores)")
         module.add_arguments(p)
     args = parser.parse_args(argv)
+    if args.name not in modules:
+        parser.error(f"benchmark {args.name!r} is {_load(chosen[args.name])}")
 
     from muq_model.runtime import configure_threads
 

@@ -115,3 +115,18 @@ def test_matmul_benchmark_writes_json(tmp_path, capsys):
     payload = json.loads(path.read_text())
     assert payload["rows"] == [[1, 2.5]] and "torch" in payload["machine"]["versions"]
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5 and percentile([5.0], 99) == 5.0
+
+
+def test_a_benchmark_whose_packages_are_missing_is_reported_not_fatal(monkeypatch, capsys):
+    import benchmarks.__main__ as bench
+
+    monkeypatch.setattr(bench, "discover", lambda: {"matmul": "benchmarks.matmul", "ghost": "benchmarks.ghost_x"})
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["ghost"])
+    assert exc.value.code == 2
+    assert "unavailable here" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--help"])  # the listing still works and shows the healthy benchmark
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "matmul" in out and "ghost" in out
