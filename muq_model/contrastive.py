@@ -22,25 +22,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-
-def distributed_world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside a distributed job."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate (B, D) tensors from every rank along dim 0 in rank order, keeping gradients."""
-    _, world = distributed_world()
-    if world == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+from muq_model.distributed import distributed_world, gather_with_grad
 
 
 def contrastive_loss(

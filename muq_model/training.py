@@ -13,8 +13,8 @@ Why it is shaped this way:
   decoder and the evaluation package's metrics.
 * Under torchrun every rank draws the same global batch from the same seeded generator and takes its
   own slice; negatives are gathered across ranks by muq_model.contrastive. Two ranks with batch B each
-  therefore see exactly what one process with batch 2B sees (up to BatchNorm statistics, which stay
-  per rank).
+  therefore see exactly what one process with batch 2B sees, BatchNorm statistics included
+  (muq_model.distributed).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muq_model.contrastive import ContrastiveLoss, distributed_world
+from muq_model.contrastive import ContrastiveLoss
+from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
 from muq_model.mulan import masked_mean
 
 STATE_FILE = "training_state.pt"
@@ -398,6 +399,8 @@ def train(
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
                            decoupled=model.config.mulan.decoupled_contrastive_learning)
     module = ContrastiveModel(model, loss, frozen_stem)
+    if world > 1:
+        sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every part of the model is frozen")
@@ -485,17 +488,6 @@ def train(
         model.save_pretrained(out)
     result.steps, result.seconds = step, time.monotonic() - started
     return result
-
-
-def mean_over_ranks(value: torch.Tensor) -> float:
-    _, world = distributed_world()
-    if world > 1:
-        import torch.distributed as dist
-
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= world
-    return float(value)
 
 
 def summarize(metrics: dict) -> str:

@@ -179,9 +179,9 @@ def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
         log = (tmp_path / name / "train_log.jsonl").read_text().splitlines()
         losses[name] = np.array([json.loads(line)["loss"] for line in log])
     assert len(losses["single"]) == len(losses["ddp"]) == 12
-    # Same weights, batches and gathered negatives; only the Conformer's BatchNorm statistics are per rank
-    # (3 clips instead of 6), so the first steps agree closely and the curves then drift apart slowly.
-    np.testing.assert_allclose(losses["ddp"][:3], losses["single"][:3], rtol=0.1)
+    # Same weights, batches, gathered negatives and BatchNorm statistics (synced over the ranks): the two
+    # curves differ only by the order of float sums, over every step.
+    np.testing.assert_allclose(losses["ddp"], losses["single"], rtol=1e-3, atol=1e-4)
     for curve in losses.values():
         assert curve[-3:].mean() < curve[:3].mean() - 0.5
 
