@@ -110,8 +110,11 @@ class AudioTower(nn.Module):
         self.transformer = MuLanTransformer(transformer)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(clips)[self.use_layer_idx]  # (B, T', D_muq)
-        return self.transformer(self.proj(hidden)).mean(dim=1)  # (B, dim)
+        return self.pool(self.model(clips)[self.use_layer_idx])
+
+    def pool(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T', D_muq) MuQ hidden state -> (B, dim): the MuLan part, also run on cached features in training."""
+        return self.transformer(self.proj(hidden)).mean(dim=1)
 
 
 def build_text_encoder(hf_config: dict) -> nn.Module:
@@ -150,6 +153,9 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_aware: bool) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, W)
-        key_mask = attention_mask.bool() if pad_aware else None
+        return self.pool(hidden, attention_mask.bool() if pad_aware else None)
+
+    def pool(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, W) encoder states -> (B, dim): the MuLan part, also run on cached states in training."""
         x = self.transformer(self.proj(hidden), key_mask)  # (B, L, dim)
         return masked_mean(x, key_mask)  # (B, dim)

@@ -36,7 +36,6 @@ from torch import nn
 
 from muq_model.contrastive import ContrastiveLoss
 from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
-from muq_model.mulan import masked_mean
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -181,8 +180,7 @@ def audio_latents_from_stem(model, features: torch.Tensor) -> torch.Tensor:
     the audio tower's head."""
     muq, tower = model.audio.model, model.audio
     hidden = muq.conformer(muq.conv.linear(features.to(muq.compute_dtype)))[tower.use_layer_idx]  # (B, T', D)
-    pooled = tower.transformer(tower.proj(hidden)).mean(dim=1)  # (B, dim)
-    return F.normalize(model.audio_to_latents(pooled), dim=-1)
+    return F.normalize(model.audio_to_latents(tower.pool(hidden)), dim=-1)
 
 
 def audio_latents_from_mel(model, mel: torch.Tensor) -> torch.Tensor:
@@ -194,8 +192,7 @@ def audio_latents_from_mel(model, mel: torch.Tensor) -> torch.Tensor:
 def text_latents_from_hidden(model, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, L, width) encoder states + (B, L) bool mask -> (B, dim) unit-norm latents, pad-aware (equal
     to model.encode_text_ids(ids, mask) with a frozen encoder; tested)."""
-    x = model.text.transformer(model.text.proj(hidden.to(model.dtype)), mask)  # (B, L, dim)
-    return F.normalize(model.text_to_latents(masked_mean(x, mask)), dim=-1)
+    return F.normalize(model.text_to_latents(model.text.pool(hidden.to(model.dtype), mask)), dim=-1)
 
 
 class ContrastiveModel(nn.Module):
