@@ -4,6 +4,7 @@ weights_only, loud errors, tokenizer resolution, external text-encoder weights, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -206,3 +207,61 @@ def test_model_info_json(tmp_path, capsys):
 def test_model_cli_reports_checkpoint_errors(tmp_path, capsys):
     assert main(["model", "info", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def _cache_as_hub_snapshot(cache: Path, repo_id: str, files: list[Path]) -> Path:
+    """Lay `files` out as huggingface_hub stores a downloaded snapshot: blobs, snapshots/<rev>, refs/main."""
+    import hashlib
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / revision
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in files:
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_hub_id_loads_from_the_hub_cache_offline(tmp_path, tiny_model, tiny_model_dir):
+    """A hub id resolves through huggingface_hub's cache with HF_HUB_OFFLINE=1: weights from the model's
+    snapshot, the tokenizer from the text encoder's own snapshot when the model's has none. Runs in a fresh
+    process, as a user would, because transformers reads the cache location when it is imported."""
+    import subprocess
+    import sys
+
+    cache, staged = tmp_path / "hub", tmp_path / "staged"
+    staged.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["text_model"]["name"] = "someone/tiny-text-encoder"  # as xlm-roberta-base for the real model
+    (staged / "config.json").write_text(json.dumps(config))
+    (staged / "text").mkdir()
+    (staged / "text" / "config.json").write_text(json.dumps(config["text_model"]["hf_config"]))
+    weights = [staged / "config.json", tiny_model_dir / "model.safetensors"]
+    tokenizer = [p for p in tiny_model_dir.iterdir() if p.name not in ("config.json", "model.safetensors")]
+    assert tokenizer, "save_pretrained wrote no tokenizer files"
+    _cache_as_hub_snapshot(cache, "someone/tiny-mulan", weights)
+    _cache_as_hub_snapshot(cache, "someone/tiny-text-encoder", [*tokenizer, staged / "text" / "config.json"])
+
+    wave = torch.randn(24000 * 3, generator=torch.Generator().manual_seed(0))
+    save_file({"wave": wave}, tmp_path / "wave.safetensors")
+    script = (
+        "import sys; from safetensors.torch import load_file, save_file; from muq_model import MuQMuLan\n"
+        "m = MuQMuLan.from_pretrained('someone/tiny-mulan').eval()\n"
+        "wave = load_file(sys.argv[1])['wave']\n"
+        "save_file({'audio': m.embed_audio([wave]), 'text': m.embed_text(['calm piano'])}, sys.argv[2])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "wave.safetensors"), str(tmp_path / "out.safetensors")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "MUQSEARCH_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = load_file(tmp_path / "out.safetensors")
+    torch.testing.assert_close(got["audio"], tiny_model.embed_audio([wave]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(got["text"], tiny_model.embed_text(["calm piano"]), rtol=0, atol=1e-6)
