@@ -1,16 +1,19 @@
-"""Vector search: latency p50/p99 and recall@10 of the index kinds in indexer/ann.py, plus a full text query.
+"""Vector search: latency p50/p99, recall@10, build time and bytes per vector of the index kinds in indexer/ann.py.
 
 Two kinds of synthetic 512-d unit vectors: ``random`` (uniform on the sphere: no structure at all, the
 worst case for any ANN index) and ``clustered`` (a normalised mixture of Gaussians, closer to real music
-embeddings, which gather by genre, instrument and mood). For each size and kind: build time, single-query
-latency at the benchmark's thread count, and recall@10 against exact search, swept over HNSW efSearch and
-IVF nprobe. The baseline is the exact flat index of the same size in the same run ("vs flat" = its p50
-latency over this row's). Built ANN indexes are cached under benchmarks/results/cache (keyed by data,
-size, seed and build settings) because a 1 M HNSW build takes minutes on 2 cores.
+embeddings, which gather by genre, instrument and mood). For each size and data: build time, the written
+index's bytes per vector, single-query latency at the benchmark's thread count, and recall@10 against exact
+search (ground truth computed once per size and data), swept over pq-refine k_factor, HNSW efSearch and
+IVF nprobe; "(default)" marks the breadth ``indexer.ann.configure_search`` sets. The baseline is the exact
+flat index of the same size in the same run ("vs flat" = its p50 latency over this row's). The kind the
+indexer chooses for the size also answers id-restricted (filtered) searches over random shares of the ids.
+Built ANN indexes are cached under benchmarks/results/cache (keyed by data, size, seed and build
+settings) because a 1 M HNSW build takes many minutes on 2 cores.
 
 ``--text-model`` adds the end-to-end text query: the full-size MuQ-MuLan text tower (random weights; the
 XLM-R tokenizer is not available offline, so realistic token ids go straight to ``embed_text_ids``)
-followed by a search of the largest index.
+followed by a search of the largest index of the chosen kind.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -34,15 +39,17 @@ K = 10
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--data", nargs="+", choices=("random", "clustered"), default=["random", "clustered"])
-    parser.add_argument("--kinds", nargs="+", choices=(*ann.KINDS, "pq-refine"), default=[*ann.KINDS, "pq-refine"])
+    parser.add_argument("--kinds", nargs="+", choices=ann.KINDS, default=list(ann.KINDS),
+                        help="flat (the baseline) is always measured")
     parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--k-factor", type=int, nargs="+", default=[20, 50, 100, 200],
+                        help="pq-refine re-ranked shortlist / k")
     parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--k-factor", type=int, nargs="+", default=[50, 200, 500], help="pq-refine shortlist / k")
     parser.add_argument("--filter-shares", type=float, nargs="*", default=[0.001, 0.01, 0.1, 0.5],
                         help="id-restricted searches over these shares of the ids, on the kind auto picks")
     parser.add_argument("--queries", type=int, default=300, help="single queries timed per setting")
-    parser.add_argument("--recall-queries", type=int, default=500, help="queries whose recall@10 is measured")
+    parser.add_argument("--recall-queries", type=int, default=300, help="queries whose recall@10 is measured")
     parser.add_argument("--clusters", type=int, default=2000, help="mixture components of the clustered data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="build every index afresh")
@@ -79,6 +86,7 @@ def measure(search, queries: np.ndarray, truth: np.ndarray, *, repeats: int) -> 
     The CPU time (all threads of this process) is reported beside the wall clock because on a shared
     machine a query's wall time includes the time slices other processes took.
     """
+    search(queries[:1])  # warm-up: first-touch page faults and thread-pool start belong to no query
     wall, cpu = [], []
     for q in queries[:repeats]:
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -90,64 +98,53 @@ def measure(search, queries: np.ndarray, truth: np.ndarray, *, repeats: int) -> 
     return percentile(wall, 50), percentile(wall, 99), percentile(cpu, 50), recall
 
 
-def cached_build(kind: str, vectors: np.ndarray, key: str, *, seed: int, use_cache: bool) -> tuple[faiss.Index, float]:
-    """(index, build seconds); a cached index reports the build time it saved."""
-    if kind == "pq-refine":
-        name = f"{key}-pq{vectors.shape[1] // 4}x4-refine"
-    else:
-        name = f"{key}-{kind}-M{ann.HNSW_M}-efc{ann.HNSW_EF_CONSTRUCTION}"
-    path = CACHE_DIR / f"{name}.faiss"
+def cached_build(kind: str, vectors: np.ndarray, key: str, *, seed: int, use_cache: bool) -> tuple[faiss.Index, float, float]:
+    """(index, build seconds, bytes per vector of the written index); a cached index reports the build time it saved."""
+    settings = {
+        "pq-refine": f"pq{ann.PQ_DIMS_PER_CODE}d{ann.PQ_BITS}b", "hnsw": f"M{ann.HNSW_M}-efc{ann.HNSW_EF_CONSTRUCTION}",
+        "ivf": f"l{ann.IVF_TRAIN_POINTS_PER_LIST}",
+    }
+    path = CACHE_DIR / f"{key}-{kind}-{settings.get(kind, '')}.faiss"
     seconds_file = path.with_suffix(".seconds")
     if use_cache and path.exists() and seconds_file.exists():
-        return faiss.read_index(str(path)), float(seconds_file.read_text())
+        index = faiss.read_index(str(path))
+        ann.configure_search(index)
+        return index, float(seconds_file.read_text()), path.stat().st_size / index.ntotal
     start = time.perf_counter()
-    if kind == "pq-refine":
-        index = pq_refine(vectors, seed=seed)
-    else:
-        index = ann.build_index(vectors, np.arange(len(vectors), dtype=np.int64), kind, seed=seed)
+    index = ann.build_index(vectors, np.arange(len(vectors), dtype=np.int64), kind, seed=seed)
     seconds = time.perf_counter() - start
     if use_cache:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         faiss.write_index(index, str(path))
         seconds_file.write_text(f"{seconds}\n")
-    return index, seconds
+        return index, seconds, path.stat().st_size / index.ntotal
+    return index, seconds, written_bytes(index) / index.ntotal
 
 
-def pq_refine(vectors: np.ndarray, *, seed: int) -> faiss.Index:
-    """PQ fast-scan codes (4 bits per 4 dims) to shortlist, exact inner products to re-rank the shortlist.
-
-    Not an indexer kind (no id map, no filters): measured to show what reaches recall on random vectors.
-    """
-    dim = vectors.shape[1]
-    index = faiss.IndexRefineFlat(faiss.IndexPQFastScan(dim, dim // 4, 4, faiss.METRIC_INNER_PRODUCT))
-    sample = np.random.default_rng(seed).choice(len(vectors), size=min(len(vectors), 50_000), replace=False)
-    index.train(vectors[sample])
-    index.add(vectors)
-    return index
+def written_bytes(index: faiss.Index) -> int:
+    """Size of the index as ``faiss.write_index`` stores it (what a library generation holds on disk)."""
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR.parent) as directory:
+        path = Path(directory) / "index.faiss"
+        faiss.write_index(index, str(path))
+        return path.stat().st_size
 
 
 def settings_for(kind: str, index: faiss.Index, args: argparse.Namespace):
-    """(label, search function) for each search breadth of the sweep."""
-    if kind == "pq-refine":
-        for factor in args.k_factor:
-            params = faiss.IndexRefineSearchParameters(k_factor=factor)
-            yield f"shortlist={factor * K}", lambda q, p=params: index.search(q, K, params=p)[1]
+    """(label, search function) for each search breadth of the sweep; the index is left at its default."""
+    sweeps = {
+        "pq-refine": ("k_factor", args.k_factor, ann.DEFAULT_K_FACTOR, "k_factor"),
+        "hnsw": ("efSearch", args.ef_search, ann.DEFAULT_EF_SEARCH, "ef_search"),
+        "ivf": ("nprobe", args.nprobe, ann.DEFAULT_NPROBE, "nprobe"),
+    }
+    if kind not in sweeps:
+        yield "exact", lambda q: ann.search(index, q, K)[1]
         return
-    if kind == "hnsw":
-        values, configure = args.ef_search, lambda v: ann.configure_search(index, ef_search=v)
-    elif kind == "ivf":
-        values, configure = args.nprobe, lambda v: ann.configure_search(index, nprobe=v)
-    else:
-        values, configure = [None], lambda v: None
-    for value in values:
-        configure(value)
-        if kind == "hnsw":
-            label = f"efSearch={value}"
-        elif kind == "ivf":
-            label = f"nprobe={value}/{faiss.extract_index_ivf(index).nlist}"
-        else:
-            label = "exact"
-        yield label, lambda q: ann.search(index, q, K)[1]
+    name, values, default, keyword = sweeps[kind]
+    for value in sorted(set(values) | {default}):
+        ann.configure_search(index, **{keyword: value})
+        label = f"{name}={value}" + (f"/{faiss.extract_index_ivf(index).nlist}" if kind == "ivf" else "")
+        yield label + (" (default)" if value == default else ""), lambda q: ann.search(index, q, K)[1]
+    ann.configure_search(index)
 
 
 def progress(report: Report) -> None:
@@ -172,9 +169,10 @@ def run(args: argparse.Namespace) -> Report:
     faiss.omp_set_num_threads(threads)
     report = Report(
         "search",
-        ["data", "n", "kind", "setting", "build s", "p50 ms", "p99 ms", "cpu p50 ms", "recall@10", "vs flat"],
+        ["data", "n", "kind", "setting", "build s", "bytes/vector", "p50 ms", "p99 ms", "cpu p50 ms", "recall@10",
+         "vs flat"],
     )
-    largest = None
+    chosen, largest = [], None
     for data in args.data:
         for n in args.sizes:
             vectors = make_vectors(data, n, args.dim, seed=args.seed, clusters=args.clusters)
@@ -182,24 +180,31 @@ def run(args: argparse.Namespace) -> Report:
                 data, max(args.queries, args.recall_queries), args.dim, seed=args.seed, clusters=args.clusters,
                 stream=1,
             )
+            start = time.perf_counter()
             _, truth = faiss.knn(queries[: args.recall_queries], vectors, K, metric=faiss.METRIC_INNER_PRODUCT)
+            print(f"{data} {n}: exact ground truth for {args.recall_queries} queries in "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
             key = f"{data}-n{n}-d{args.dim}-s{args.seed}" + (f"-c{args.clusters}" if data == "clustered" else "")
             flat_p50 = None
             for kind in ["flat"] + [k for k in args.kinds if k != "flat"]:
-                index, build_s = cached_build(
+                index, build_s, bytes_per_vector = cached_build(
                     kind, vectors, key, seed=args.seed, use_cache=not args.no_cache and kind != "flat"
                 )
                 for label, search in settings_for(kind, index, args):
                     p50, p99, cpu_p50, recall = measure(search, queries, truth, repeats=args.queries)
                     flat_p50 = p50 if kind == "flat" else flat_p50
-                    report.add_row(data, n, kind, label, build_s, p50, p99, cpu_p50, recall, flat_p50 / p50)
+                    report.add_row(data, n, kind, label, build_s, bytes_per_vector, p50, p99, cpu_p50, recall,
+                                   flat_p50 / p50)
                     progress(report)
+                    if kind == ann.index_kind_for(n) and (kind == "flat" or "(default)" in label):
+                        chosen.append({"data": data, "n": n, "kind": kind, "p50_ms": p50, "p99_ms": p99,
+                                       "recall@10": recall, "vs_flat": flat_p50 / p50, "build_s": build_s,
+                                       "bytes_per_vector": bytes_per_vector})
                 if kind == ann.index_kind_for(n):
-                    ann.configure_search(index)
                     for share in args.filter_shares:
                         p50, p99, cpu_p50, recall = measure_filtered(index, vectors, queries, share, args)
-                        report.add_row(data, n, kind, f"filter {share:g} (default breadth)", build_s, p50, p99,
-                                       cpu_p50, recall, flat_p50 / p50)
+                        report.add_row(data, n, kind, f"filter {share:g} (default breadth)", build_s,
+                                       bytes_per_vector, p50, p99, cpu_p50, recall, flat_p50 / p50)
                         progress(report)
                 if kind == ann.index_kind_for(n) and n == max(args.sizes):
                     largest = index
@@ -207,13 +212,19 @@ def run(args: argparse.Namespace) -> Report:
             vectors = None
     report.figures = {
         "threads": threads, "k": K, "dim": args.dim, "exact_limit": ann.EXACT_LIMIT,
+        "default_k_factor": ann.DEFAULT_K_FACTOR, "chosen_kind_at_default_breadth": chosen,
         "load_average_at_end": os.getloadavg(),
     }
     report.notes.append(
         f"single-query latency at {threads} faiss threads; recall@10 over {args.recall_queries} queries "
         "against exact inner-product search; clustered = normalised mixture of "
-        f"{args.clusters} Gaussians (cosine to centre ~0.65); pq-refine is exploratory, not an indexer kind"
+        f"{args.clusters} Gaussians (cosine to centre ~0.65); bytes/vector = size of the written index / n"
     )
+    for row in chosen:
+        report.notes.append(
+            f"chosen for {row['n']:,} {row['data']}: {row['kind']}, p50 {row['p50_ms']:.2f} ms, recall@10 "
+            f"{row['recall@10']:.3f}, {row['vs_flat']:.1f}x flat's speed"
+        )
     report.notes.append(f"load average at the end (cores shared with other work): {os.getloadavg()[0]:.1f}")
     if args.text_model and largest is not None:
         text_query_rows(report, largest, args)
@@ -231,7 +242,7 @@ def text_query_rows(report: Report, index: faiss.Index, args: argparse.Namespace
     # A query like "melancholic solo piano for a rainy night" is 8-20 XLM-R tokens with <s> ... </s>;
     # ids drawn from the ordinary-word range of the 250k vocabulary.
     queries = [
-        torch.tensor([[0, *rng.integers(1000, 60000, size=rng.integers(6, 19)).tolist(), 2]]) for _ in range(22)
+        torch.tensor([[0, *rng.integers(1000, 60000, size=rng.integers(6, 19)).tolist(), 2]]) for _ in range(52)
     ]
     rows = {"text tower": ([], []), "text tower + search": ([], [])}
     for i, ids in enumerate(queries):
@@ -247,7 +258,7 @@ def text_query_rows(report: Report, index: faiss.Index, args: argparse.Namespace
             rows["text tower + search"][1].append((end_cpu - start_cpu) * 1e3)
     for label, (wall, cpu) in rows.items():
         report.add_row(
-            "text query", index.ntotal, ann.index_kind(index), label, build_s, percentile(wall, 50),
+            "text query", index.ntotal, ann.index_kind(index), label, build_s, "-", percentile(wall, 50),
             percentile(wall, 99), percentile(cpu, 50), "-", "-",
         )
     report.figures["text_query_ms_p50"] = percentile(rows["text tower + search"][0], 50)

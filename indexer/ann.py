@@ -1,35 +1,39 @@
 """FAISS indexes over unit-norm embeddings: searched by inner product, answering with catalog ids.
 
 The catalog is the source of truth; these indexes are rebuilt from its vectors (``indexer/vectors.py``
-persists them). Every index is an ``IndexIDMap2`` around one of three searchers, so any index returns
+persists them). Every index is an ``IndexIDMap2`` around one of four searchers, so any index returns
 catalog ids, can hand back a stored vector by id, and is written to disk by ``faiss.write_index`` as one
-file:
+file.
 
-- ``flat``: exact ``IndexFlatIP``, below :data:`EXACT_LIMIT` vectors. A scan costs about 0.14 ms of one
-  core per 1,000 vectors (1.7 ms at 10 k, 16 ms at 100 k, 123-142 ms at 1 M), so up to 50 k it stays
-  under ~8 ms with perfect recall and no build time; beyond that it outgrows a 20 ms budget.
-- ``hnsw``: ``IndexHNSWFlat`` (M = :data:`HNSW_M`), from :data:`EXACT_LIMIT` to :data:`IVF_LIMIT`. On
-  clustered vectors efSearch 128 gives recall@10 0.998 at 100 k (0.9 ms) and 0.953 at 300 k (0.36 ms),
-  but only 0.81 at 1 M, and its build grows to 314 s at 300 k and 1,354 s at 1 M on one shared core.
-- ``ivf``: ``IndexIVFFlat`` with about 2 sqrt(n) lists, from :data:`IVF_LIMIT` up: nprobe 16 already
-  gives 0.997 at 300 k (0.9 ms) and 1.0 at 1 M (1.3 ms; nprobe 64: 4.7 ms), built in 19 s / 98 s. It
-  also runs on faiss-gpu, unlike HNSW.
+Which kind for which size (:func:`index_kind_for`, the only place the rule lives; the figures come from
+``python -m benchmarks search``: one query at a time, 2 threads, 512-d, recall@10 against exact search):
 
-Uniformly random 512-d vectors (no neighbourhood structure) defeat both ANN kinds: at 1 M IVF reaches 0.33
-at nprobe 256/2000 and HNSW 0.91 at efSearch 2048 already at 100 k. Only exact re-ranking of a long
-PQ shortlist got there (0.95 with 5,000 candidates, 10 ms); music embeddings are clustered, so the kinds
-are tuned for clustered data. The figures come from ``python -m benchmarks search`` (CPU time of one query
-on one core; synthetic clustered data = a normalised mixture of 2,000 Gaussians).
+- ``flat`` below :data:`EXACT_LIMIT` vectors: exact ``IndexFlatIP``. A scan costs about 0.14 ms of one
+  core per 1,000 vectors (one query runs on one core), so up to 50 k it stays under ~8 ms with perfect
+  recall and no build time.
+- ``pq-refine`` from :data:`EXACT_LIMIT` up: ``IndexRefineFlat`` over an ``IndexPQFastScan`` with one
+  4-bit sub-quantizer per :data:`PQ_DIMS_PER_CODE` dimensions (PQ256x4fs at 512-d, 128 bytes of codes a
+  vector). Every query scans all codes with SIMD fast-scan and re-ranks the best ``k * k_factor`` by
+  exact inner product from the stored float32 vectors. Because it scans everything, its recall does not
+  depend on the data having clusters: uniformly random vectors, which defeat IVF (recall 0.33 at nprobe
+  256/2000 at 1 M) and HNSW (0.91 at efSearch 2048 already at 100 k), are the hardest case it is tuned
+  on. At 200 k on one core: 1.3-1.5 ms a query, recall@10 0.998 on random and 1.0 on clustered vectors
+  at k_factor 50 (4 dims per code instead of 2 needed k_factor 500 for 0.99).
+  It is trained in seconds (a PQ of 16 centroids per sub-space), adds incrementally, removes in place
+  (:func:`remove_ids`), and costs ~2.2 kB a vector (the float32 vectors it re-ranks from, plus codes and
+  ids), about what IVF-Flat and HNSW cost. faiss-gpu has no fast-scan, so it stays on the CPU.
+- ``hnsw`` (``IndexHNSWFlat``) and ``ivf`` (``IndexIVFFlat``, ~2 sqrt(n) lists) are still built on request
+  (and loaded from older libraries), but never chosen: on clustered data they are faster (IVF nprobe 16:
+  1.3 ms at 1 M, HNSW 0.9 ms at 100 k), but their recall collapses on data without cluster structure
+  and their builds take minutes (HNSW: 314 s at 300 k, 1,354 s at 1 M on one core). IVF also runs on
+  faiss-gpu; ``muqsearch index --optimize`` moves a library to the kind chosen for its size.
 
 Metadata filters: :func:`search` with ``allowed_ids`` restricts results to a set of catalog ids without
-losing recall to the filter. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its stored vectors;
-a larger one goes through a faiss ``IDSelector`` with the search breadth widened as the set's share s of
-the index shrinks (efSearch / s for HNSW, nprobe / sqrt(s) for IVF), so a filtered query still sees
-enough candidates. Measured on
-clustered 100 k (HNSW): exact scoring takes 1.3 ms for 1 k ids and 8 ms for 10 k; the selector path
-~12 ms from 10 k ids up, with recall 0.93 at 10 k and 0.995 at 30 k, hence the 20 k crossover. On
-clustered 1 M (IVF, nprobe 64): 0.1 % / 1 % / 10 % / 50 % of the ids answer in 0.7 / 12.5 / 12.3 /
-14.9 ms, all with recall@10 1.0 against exact search among the allowed ids.
+losing recall to the filter. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its
+stored vectors. A larger one goes through a faiss ``IDSelector`` with the search breadth widened as the
+set's share s of the index shrinks (efSearch / s for HNSW, nprobe / sqrt(s) for IVF); ``pq-refine``
+(whose fast-scan takes no selector) over-fetches a PQ shortlist ~1/s times longer and re-ranks only its
+allowed entries, see :func:`_overfetched_search`.
 """
 
 from __future__ import annotations
@@ -42,9 +46,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flat", "hnsw", "ivf")
+KINDS = ("flat", "pq-refine", "hnsw", "ivf")
 EXACT_LIMIT = 50_000
-IVF_LIMIT = 200_000  # measured crossover: HNSW ahead at 100 k, IVF ahead (and 16x faster to build) at 300 k
+PQ_DIMS_PER_CODE = 2  # 4 bits per 2 dims: at 512-d, 128 bytes of codes; 4 dims per code lost too much recall
+PQ_BITS = 4  # fast-scan codes are 4-bit
+PQ_TRAIN_SAMPLE = 20_000  # faiss uses at most 256 points per centroid (4,096 for 16 centroids) anyway
+DEFAULT_K_FACTOR = 100  # re-ranked shortlist = k * k_factor
+MAX_FILTER_SHORTLIST = 100_000  # past this a filtered pq-refine search scans the allowed vectors exactly
+FILTER_SHORTLIST_MARGIN = 1.5  # a random filter then leaves >= k * k_factor allowed entries in the shortlist
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 DEFAULT_EF_SEARCH = 128
@@ -55,20 +64,29 @@ MAX_BITMAP_ID = 1 << 28  # a 32 MiB bitmap; larger catalog ids use a hash set in
 IVF_TRAIN_POINTS_PER_LIST = 50  # faiss warns below 39 points per centroid
 
 
-def index_kind_for(n: int) -> str:
-    """The kind ``build_index(kind="auto")`` picks for n vectors."""
-    if n < EXACT_LIMIT:
+def index_kind_for(n: int, *, exact_limit: int | None = None) -> str:
+    """The kind ``build_index(kind="auto")`` picks for n vectors (``exact_limit`` overrides :data:`EXACT_LIMIT`)."""
+    return "flat" if n < (EXACT_LIMIT if exact_limit is None else exact_limit) else "pq-refine"
+
+
+def buildable_kind(kind: str, n: int, *, exact_limit: int | None = None) -> str:
+    """``kind`` ("auto" resolved for n vectors), or ``flat`` when n vectors are too few to train it on."""
+    if kind == "auto":
+        kind = index_kind_for(n, exact_limit=exact_limit)
+    if n == 0 or (kind == "ivf" and n < IVF_TRAIN_POINTS_PER_LIST):
         return "flat"
-    return "hnsw" if n < IVF_LIMIT else "ivf"
+    return kind
 
 
 def build_index(
-    vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", *, use_gpu: bool = False, seed: int = 0
+    vectors: np.ndarray, ids: np.ndarray, kind: str = "auto", *, use_gpu: bool = False, seed: int = 0,
+    exact_limit: int | None = None,
 ) -> faiss.Index:
     """An inner-product index over ``vectors`` (float32 (n, d), unit-norm rows) answering with ``ids``.
 
     ``use_gpu=True`` moves flat and IVF indexes to the first GPU when faiss-gpu is importable and sees one
-    (HNSW has no GPU version and stays on the CPU); otherwise the CPU index is returned, with a warning.
+    (HNSW and pq-refine have no GPU version and stay on the CPU); otherwise the CPU index is returned,
+    with a warning.
     """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -78,9 +96,11 @@ def build_index(
         raise ValueError("ids must be unique")
     n, dim = vectors.shape
     if kind == "auto":
-        kind = index_kind_for(n)
+        kind = index_kind_for(n, exact_limit=exact_limit)
     if kind == "flat":
         inner = faiss.IndexFlatIP(dim)
+    elif kind == "pq-refine":
+        inner = _trained_pq_refine(vectors, seed=seed)
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -94,6 +114,17 @@ def build_index(
         inner.make_direct_map()  # lets the id map reconstruct stored vectors (filters, re-ranking)
     configure_search(index)
     return to_gpu(index) if use_gpu else index
+
+
+def _trained_pq_refine(vectors: np.ndarray, *, seed: int) -> faiss.IndexRefineFlat:
+    n, dim = vectors.shape
+    codes = dim // PQ_DIMS_PER_CODE if dim % PQ_DIMS_PER_CODE == 0 else dim
+    base = faiss.IndexPQFastScan(dim, codes, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+    sample = vectors[np.random.default_rng(seed).choice(n, size=min(n, PQ_TRAIN_SAMPLE), replace=False)]
+    # k-means wants 39 points per centroid; a smaller library repeats its few vectors. Its shortlist
+    # (k * k_factor) then holds every vector anyway, so the ranking is exact whatever the codes are.
+    base.train(np.resize(sample, (max(len(sample), 39 * 2**PQ_BITS), dim)))
+    return faiss.IndexRefineFlat(base)  # stores the float32 vectors it re-ranks from (and keeps base alive)
 
 
 def _trained_ivf(vectors: np.ndarray, *, seed: int) -> faiss.IndexIVFFlat:
@@ -112,9 +143,9 @@ def _trained_ivf(vectors: np.ndarray, *, seed: int) -> faiss.IndexIVFFlat:
 def to_gpu(index: faiss.Index) -> faiss.Index:
     """The index on the first GPU when faiss-gpu sees one, else the same CPU index (with a warning).
 
-    HNSW has no faiss GPU version, so an HNSW index always stays on the CPU.
+    HNSW and PQ fast-scan have no faiss GPU version, so those kinds always stay on the CPU.
     """
-    if index_kind(index) == "hnsw":
+    if index_kind(index) in ("hnsw", "pq-refine"):
         return index
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         log.warning("use_gpu asked for, but faiss-gpu with a visible GPU is not available: staying on CPU")
@@ -126,8 +157,10 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
 
 
 def index_kind(index: faiss.Index) -> str:
-    """``flat``, ``hnsw`` or ``ivf``: what an index built by :func:`build_index` searches with."""
+    """``flat``, ``pq-refine``, ``hnsw`` or ``ivf``: what an index built by :func:`build_index` searches with."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexRefine):
+        return "pq-refine"
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
     if isinstance(inner, faiss.IndexIVF) or faiss.try_extract_index_ivf(inner) is not None:
@@ -135,14 +168,62 @@ def index_kind(index: faiss.Index) -> str:
     return "flat"
 
 
-def configure_search(index: faiss.Index, *, ef_search: int | None = None, nprobe: int | None = None) -> None:
-    """Set the search breadth: HNSW efSearch / IVF nprobe (defaults give recall@10 >= 0.95); flat ignores it."""
+def configure_search(
+    index: faiss.Index, *, ef_search: int | None = None, nprobe: int | None = None, k_factor: float | None = None
+) -> None:
+    """Set the search breadth: HNSW efSearch / IVF nprobe / pq-refine k_factor (defaults give recall@10 >= 0.95)."""
     kind = index_kind(index)
     if kind == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search or DEFAULT_EF_SEARCH
     elif kind == "ivf":
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(nprobe or DEFAULT_NPROBE, ivf.nlist)
+    elif kind == "pq-refine":
+        faiss.downcast_index(index.index).k_factor = k_factor or DEFAULT_K_FACTOR
+
+
+def remove_ids(index: faiss.Index, ids: np.ndarray) -> bool:
+    """Take catalog ``ids`` out of ``index`` in place; False when its kind cannot (HNSW, IVF with a direct map).
+
+    ``IndexRefineFlat`` has no ``remove_ids`` of its own, but both of its parts do, and both keep the order
+    of the vectors they keep: removing the same positions from each, then from the id map, leaves the three
+    aligned.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if index_kind(index) != "pq-refine":
+        try:
+            index.remove_ids(faiss.IDSelectorBatch(ids))
+        except RuntimeError:
+            return False
+        return True
+    held = faiss.vector_to_array(index.id_map)
+    gone = np.isin(held, ids)
+    if gone.any():
+        refine = faiss.downcast_index(index.index)
+        base, stored = faiss.downcast_index(refine.base_index), faiss.downcast_index(refine.refine_index)
+        positions = faiss.IDSelectorBatch(np.flatnonzero(gone).astype(np.int64))
+        for part in (base, stored):
+            part.remove_ids(positions)
+        _repack_last_block(base, stored)
+        refine.ntotal = index.ntotal = int((~gone).sum())
+        faiss.copy_array_to_vector(held[~gone], index.id_map)
+        index.construct_rev_map()
+    return True
+
+
+def _repack_last_block(base: faiss.IndexPQFastScan, stored: faiss.IndexFlat) -> None:
+    """Re-encode the fast-scan codes of the last, partly filled block of 32 (faiss 1.15 workaround).
+
+    ``IndexFastScan.remove_ids`` compacts the codes but leaves the freed slots of the last block dirty, and
+    a later ``add`` ORs its codes into them: vectors added after a removal would be scored wrongly. Dropping
+    that block (a removal at the end frees it whole) and adding its vectors again from the stored copies
+    gives the same codes in clean slots.
+    """
+    start = base.ntotal - base.ntotal % base.bbs
+    if start < base.ntotal:
+        tail = faiss.rev_swig_ptr(stored.get_xb(), stored.ntotal * stored.d).reshape(-1, stored.d)[start:].copy()
+        base.remove_ids(faiss.IDSelectorRange(start, base.ntotal))
+        base.add(tail)
 
 
 def search(
@@ -173,6 +254,8 @@ def _filtered_search(
     # ~10 ms to build per query. The bitmap must outlive the search: it is a local until we return.
     selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)) if bitmap is not None else (
         faiss.IDSelectorBatch(allowed))
+    if kind == "pq-refine":
+        return _overfetched_search(index, queries, k, allowed, bitmap, selector)
     if kind == "hnsw":
         ef = faiss.downcast_index(index.index).hnsw.efSearch
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=min(MAX_WIDENED_EF_SEARCH, math.ceil(ef / share)))
@@ -184,6 +267,58 @@ def _filtered_search(
     else:
         params = faiss.SearchParameters(sel=selector)
     return index.search(queries, k, params=params)
+
+
+def _overfetched_search(
+    index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray, bitmap: np.ndarray | None,
+    selector: faiss.IDSelector,
+) -> tuple[np.ndarray, np.ndarray]:
+    """pq-refine restricted to ``allowed``: a longer PQ shortlist, of which only the allowed entries are re-ranked.
+
+    The allowed entries of the top-L PQ shortlist are exactly the allowed set's own top-m PQ shortlist, so
+    once m >= k * k_factor this is the unfiltered search over the allowed vectors alone, with its recall.
+    L starts at k * k_factor / share (with a margin); a filter that avoids the query's neighbourhood leaves
+    m short, and L grows until :data:`MAX_FILTER_SHORTLIST`, past which the allowed vectors are scanned exactly.
+    """
+    refine = faiss.downcast_index(index.index)
+    base, stored = refine.base_index, faiss.downcast_index(refine.refine_index)
+    n, dim = index.ntotal, index.d
+    id_at = faiss.rev_swig_ptr(index.id_map.data(), n)  # position -> catalog id, without a copy
+    vectors = faiss.rev_swig_ptr(stored.get_xb(), n * dim).reshape(n, dim)
+    wanted = min(math.ceil(k * refine.k_factor), allowed.size)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for row, query in enumerate(queries):
+        length = min(n, math.ceil(FILTER_SHORTLIST_MARGIN * wanted * n / allowed.size))
+        while True:
+            positions = base.search(query[None], length)[1][0]
+            positions = positions[positions >= 0]
+            positions = positions[_member(id_at[positions], allowed, bitmap)]
+            if positions.size >= wanted or length >= n or length >= MAX_FILTER_SHORTLIST:
+                break
+            length = min(n, MAX_FILTER_SHORTLIST, 4 * length)
+        if positions.size < wanted and length < n:  # the filter keeps away from this query: scan exactly
+            by_position = faiss.IDSelectorTranslated(index.id_map, selector)
+            scores, best = stored.search(query[None], k, params=faiss.SearchParameters(sel=by_position))
+        elif positions.size:
+            top = min(k, positions.size)
+            scores, best = faiss.knn(query[None], vectors[positions], top, metric=faiss.METRIC_INNER_PRODUCT)
+            best = positions[best]
+        else:  # none of the allowed ids is in the index
+            continue
+        found = best[0] >= 0
+        out_scores[row, : found.sum()], out_ids[row, : found.sum()] = scores[0][found], id_at[best[0][found]]
+    return out_scores, out_ids
+
+
+def _member(ids: np.ndarray, allowed: np.ndarray, bitmap: np.ndarray | None) -> np.ndarray:
+    """Which of ``ids`` are in the allowed set (sorted ``allowed``, and its bitmap when there is one)."""
+    if bitmap is None:
+        return np.isin(ids, allowed, assume_unique=False)
+    inside = ids < len(bitmap) * 8
+    hit = np.zeros(ids.shape, dtype=bool)
+    hit[inside] = (bitmap[ids[inside] >> 3] >> (ids[inside] & 7)) & 1 == 1
+    return hit
 
 
 def _id_set(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

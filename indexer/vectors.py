@@ -28,7 +28,8 @@ Read API (for the search service, UI and API)::
 Write API (for the indexer): ``library.sync()`` brings the indexes up to date with the catalog
 (incrementally when the index kind allows it), ``library.check()`` compares them, ``library.repair()``
 rebuilds them from the catalog's stored vectors, ``library.sync(optimize=True)`` rebuilds with the
-index kind :func:`indexer.ann.index_kind_for` picks for the library's size.
+index kind :func:`indexer.ann.index_kind_for` picks for the library's size (``Library.open(...,
+exact_limit=N)`` moves its size threshold, e.g. for tests on small libraries).
 """
 
 from __future__ import annotations
@@ -138,15 +139,16 @@ class Consistency:
 class Library:
     """A library directory: its catalog, its vector index generations, and a cache."""
 
-    def __init__(self, directory: str | os.PathLike, catalog: Catalog):
+    def __init__(self, directory: str | os.PathLike, catalog: Catalog, *, exact_limit: int | None = None):
         self.directory = Path(directory)
         self.catalog = catalog
+        self.exact_limit = exact_limit  # None: ann.EXACT_LIMIT, the measured threshold
         self.vectors_dir = self.directory / VECTORS_DIRNAME
         self.cache_dir = self.directory / CACHE_DIRNAME
 
     @classmethod
     def open(cls, directory: str | os.PathLike | None = None, *, create: bool = False,
-             catalog_url: str | None = None) -> Library:
+             catalog_url: str | None = None, exact_limit: int | None = None) -> Library:
         """Open (or with create=True, make) the library in ``directory`` (default: default_library_dir())."""
         directory = Path(directory).expanduser() if directory else default_library_dir()
         if not create and catalog_url is None and not (directory / CATALOG_FILENAME).exists():
@@ -159,7 +161,7 @@ class Library:
             catalog = Catalog(catalog_url or directory, create=create)
         except CatalogError as exc:
             raise LibraryError(str(exc)) from exc
-        return cls(directory, catalog)
+        return cls(directory, catalog, exact_limit=exact_limit)
 
     def close(self) -> None:
         self.catalog.close()
@@ -311,19 +313,14 @@ class Library:
 
     def _build(self, kind: str, ids: np.ndarray, index_kind: str, use_gpu: bool) -> faiss.Index:
         vectors = self._catalog_vectors(kind, ids)
-        if index_kind == "auto":
-            index_kind = ann.index_kind_for(len(ids))
-        if len(ids) == 0 or (index_kind == "ivf" and len(ids) < ann.IVF_TRAIN_POINTS_PER_LIST):
-            index_kind = "flat"  # nothing (or too little) to train on
+        index_kind = ann.buildable_kind(index_kind, len(ids), exact_limit=self.exact_limit)
         return ann.build_index(vectors, ids, index_kind, use_gpu=use_gpu)
 
     def _updated(self, kind, index, catalog_ids, to_add, to_remove, use_gpu) -> faiss.Index:
         """index with to_remove taken out and to_add put in; a rebuild of the same kind if it cannot."""
-        if to_remove.size:
-            try:
-                index.remove_ids(faiss.IDSelectorBatch(to_remove))
-            except RuntimeError:  # HNSW and IVF-with-direct-map cannot remove: rebuild, same kind
-                return self._build(kind, catalog_ids, ann.index_kind(index), use_gpu)
+        if to_remove.size and not ann.remove_ids(index, to_remove):
+            # HNSW and IVF-with-direct-map cannot remove: rebuild, same kind
+            return self._build(kind, catalog_ids, ann.index_kind(index), use_gpu)
         if to_add.size:
             index.add_with_ids(self._catalog_vectors(kind, to_add), to_add)
         return index

@@ -1,5 +1,6 @@
 """indexer.ann: every index kind returns catalog ids by inner product, with recall against exact search,
-id-restricted (filtered) search, and the size threshold forced small so each kind is exercised."""
+id-restricted (filtered) search, in-place removal, and the size threshold injected small so the chosen
+kinds are exercised."""
 
 from __future__ import annotations
 
@@ -71,17 +72,41 @@ def test_ivf_nprobe_is_configurable_and_capped_at_the_list_count(data):
     assert ivf.nprobe == ivf.nlist
 
 
-def test_auto_kind_follows_the_measured_threshold(data, monkeypatch):
+def test_auto_kind_follows_the_documented_threshold(data):
     vectors, ids, _, _ = data
     assert ann.index_kind_for(ann.EXACT_LIMIT - 1) == "flat"
-    assert ann.index_kind_for(ann.EXACT_LIMIT) == "hnsw"
-    assert ann.index_kind_for(ann.IVF_LIMIT - 1) == "hnsw"
-    assert ann.index_kind_for(ann.IVF_LIMIT) == "ivf"
-    monkeypatch.setattr(ann, "EXACT_LIMIT", 1000)
-    monkeypatch.setattr(ann, "IVF_LIMIT", 3000)
-    assert ann.index_kind(ann.build_index(vectors[:999], ids[:999])) == "flat"
-    assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000])) == "hnsw"
-    assert ann.index_kind(ann.build_index(vectors[:3000], ids[:3000])) == "ivf"
+    assert ann.index_kind_for(ann.EXACT_LIMIT) == "pq-refine"
+    assert ann.index_kind_for(10**8) == "pq-refine"
+    assert ann.index_kind(ann.build_index(vectors[:999], ids[:999], exact_limit=1000)) == "flat"
+    assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000], exact_limit=1000)) == "pq-refine"
+    assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000])) == "flat"  # the real threshold is 50 k
+
+
+def test_kinds_that_need_training_fall_back_to_flat_on_too_few_vectors():
+    assert ann.buildable_kind("auto", 5, exact_limit=2) == "pq-refine"  # a PQ trains on repeated vectors
+    assert ann.buildable_kind("ivf", ann.IVF_TRAIN_POINTS_PER_LIST - 1) == "flat"
+    assert ann.buildable_kind("pq-refine", 0) == "flat"
+    tiny = clustered(5, seed=3)
+    index = ann.build_index(tiny, np.arange(5), "pq-refine")
+    scores, found = ann.search(index, tiny, 3)
+    assert (found[:, 0] == np.arange(5)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def random_unit(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_pq_refine_reaches_the_recall_target_on_random_vectors_where_a_short_shortlist_does_not():
+    # Uniformly random vectors have no clusters to exploit: the hard case the chosen kind is tuned on.
+    vectors, queries = random_unit(20_000, 64, seed=0), random_unit(200, 64, seed=1)
+    ids = np.arange(len(vectors)) * 3
+    _, positions = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    index = ann.build_index(vectors, ids, "pq-refine")
+    assert faiss.downcast_index(index.index).k_factor == ann.DEFAULT_K_FACTOR
+    assert recall(ann.search(index, queries, 10)[1], ids[positions]) >= 0.95
+    ann.configure_search(index, k_factor=1)  # PQ codes alone, no re-ranking to speak of
+    assert recall(ann.search(index, queries, 10)[1], ids[positions]) < 0.8
 
 
 def exact_among(vectors, ids, queries, allowed, k=10):
@@ -110,14 +135,69 @@ def test_filtered_search_only_returns_allowed_ids_without_losing_recall(data, ki
         assert recall(found, truth) >= 0.95
 
 
-def test_filter_with_unknown_or_no_ids(data):
+@pytest.mark.parametrize("kind", ["hnsw", "pq-refine"])
+def test_filter_with_unknown_or_no_ids(data, kind, monkeypatch):
     vectors, ids, queries, _ = data
-    index = ann.build_index(vectors, ids, "hnsw")
+    index = ann.build_index(vectors, ids, kind)
     unknown = np.array([-5, 10**7], dtype=np.int64)  # not in the catalog (e.g. a stale filter)
     scores, found = ann.search(index, queries[:3], 5, allowed_ids=np.concatenate([unknown, ids[:2]]))
     assert set(found[:, :2].ravel()) == set(ids[:2].tolist()) and (found[:, 2:] == -1).all()
     scores, found = ann.search(index, queries[:3], 5, allowed_ids=np.array([], dtype=np.int64))
     assert (found == -1).all() and np.isneginf(scores).all()
+    monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 1)  # the same through the selector / over-fetch path
+    scores, found = ann.search(index, queries[:3], 5, allowed_ids=np.concatenate([unknown, ids[:2]]))
+    assert set(found[:, :2].ravel()) == set(ids[:2].tolist()) and (found[:, 2:] == -1).all()
+    scores, found = ann.search(index, queries[:3], 5, allowed_ids=unknown)
+    assert (found == -1).all() and np.isneginf(scores).all()
+
+
+def test_pq_refine_filter_overfetches_and_scans_exactly_when_the_filter_avoids_the_query(data, monkeypatch):
+    vectors, ids, queries, _ = data
+    monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 100)
+    monkeypatch.setattr(ann, "MAX_FILTER_SHORTLIST", 1000)
+    index = ann.build_index(vectors, ids, "pq-refine")
+    ann.configure_search(index, k_factor=5)  # a short shortlist, so over-fetching is what finds the matches
+    for share in (0.05, 0.5):
+        allowed = np.random.default_rng(7).choice(ids, size=int(share * len(ids)), replace=False)
+        found = ann.search(index, queries, 10, allowed_ids=allowed)[1]
+        assert np.isin(found, allowed).all()
+        assert recall(found, exact_among(vectors, ids, queries, allowed)) >= 0.95
+    # Allowed: the half of the catalog least like the query. Its best matches lie beyond any shortlist of
+    # MAX_FILTER_SHORTLIST, so the allowed vectors are scanned exactly.
+    query = queries[:1]
+    allowed = ids[np.argsort(vectors @ query[0])[: len(ids) // 2]]
+    scores, found = ann.search(index, query, 10, allowed_ids=allowed)
+    np.testing.assert_array_equal(found, exact_among(vectors, ids, query, allowed))
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    np.testing.assert_allclose(scores[0], vectors[[row_of[int(i)] for i in found[0]]] @ query[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["flat", "pq-refine"])
+def test_removal_in_place_keeps_ids_vectors_and_search_aligned(data, kind, tmp_path):
+    vectors, ids, queries, _ = data
+    index = ann.build_index(vectors, ids, kind)
+    gone = np.random.default_rng(8).choice(len(ids), size=1500, replace=False)
+    assert ann.remove_ids(index, ids[gone])
+    kept = np.setdiff1d(np.arange(len(ids)), gone)
+    assert index.ntotal == kept.size
+    np.testing.assert_array_equal(np.sort(faiss.vector_to_array(index.id_map)), np.sort(ids[kept]))
+    np.testing.assert_array_equal(index.reconstruct_batch(ids[kept]), vectors[kept])
+    _, positions = faiss.knn(queries, vectors[kept], 10, metric=faiss.METRIC_INNER_PRODUCT)
+    found = ann.search(index, queries, 10)[1]
+    assert not np.isin(found, ids[gone]).any()
+    assert recall(found, ids[kept][positions]) >= 0.95
+    index.add_with_ids(vectors[gone[:10]], ids[gone[:10]])  # a replaced track comes back under a new row
+    assert (ann.search(index, vectors[gone[:10]], 1)[1][:, 0] == ids[gone[:10]]).all()
+    faiss.write_index(index, str(tmp_path / "after-removal.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "after-removal.faiss"))
+    np.testing.assert_array_equal(ann.search(loaded, queries, 10)[1], ann.search(index, queries, 10)[1])
+
+
+def test_kinds_that_cannot_remove_in_place_say_so(data):
+    vectors, ids, _, _ = data
+    index = ann.build_index(vectors[:500], ids[:500], "hnsw")
+    assert not ann.remove_ids(index, ids[:3])
+    assert index.ntotal == 500
 
 
 def test_index_survives_a_write_and_read(data, tmp_path):
@@ -153,7 +233,7 @@ def test_filters_over_huge_ids_use_a_hash_set_with_the_same_results(data, monkey
     vectors, ids, queries, _ = data
     monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 100)
     allowed = np.random.default_rng(6).choice(ids, size=1500, replace=False)
-    for kind in ("flat", "ivf"):
+    for kind in ("flat", "ivf", "pq-refine"):
         index = ann.build_index(vectors, ids, kind)
         with_bitmap = ann.search(index, queries, 10, allowed_ids=np.concatenate([allowed, allowed[:10]]))
         monkeypatch.setattr(ann, "MAX_BITMAP_ID", 10)  # every catalog id counts as huge

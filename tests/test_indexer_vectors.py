@@ -198,12 +198,47 @@ def test_optimize_rebuilds_with_the_kind_chosen_for_the_size(library, monkeypatc
     add_tracks(library, 30)
     library.sync()
     assert library.catalog.get_meta("index_type") == "flat"
-    monkeypatch.setattr(ann, "EXACT_LIMIT", 10)
+    library.exact_limit = 10  # as if 30 tracks were a large library
     assert library.sync() == 1  # no change, no rebuild: the kind only changes on --optimize
     library.sync(optimize=True)
+    assert library.catalog.get_meta("index_type") == "pq-refine"
+    assert library.catalog.get_meta("segment_index_type") == "pq-refine"
+    assert library.check().ok
+
+
+def test_pq_refine_library_removes_and_replaces_vectors_in_place(library, monkeypatch):
+    ids = add_tracks(library, 40)
+    library.exact_limit = 10
+    library.sync(optimize=True)
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("removal should not rebuild the index")
+
+    monkeypatch.setattr(ann, "build_index", no_rebuild)
+    # A changed file is a deletion plus a new row (a new id); --prune is a deletion.
+    with library.catalog.session.begin() as s:
+        s.execute(delete(Track).where(Track.id.in_(ids[:5])))
+    new_ids = add_tracks(library, 3, seed=1)
+    assert library.sync() == 2
+    assert library.check(sample=100).ok
+    indexes = library.load()
+    assert ann.index_kind(indexes.tracks) == "pq-refine"
+    assert sorted(index_ids(indexes.tracks)) == sorted(ids[5:] + new_ids)
+    for track_id in new_ids:  # each new vector is its own nearest neighbour, exactly scored
+        vector = indexes.track_vectors([track_id])
+        scores, found = indexes.search_tracks(vector, 3)
+        assert found[0, 0] == track_id and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    _, found = indexes.search_tracks(indexes.track_vectors([new_ids[0]]), 5, allowed_ids=ids[5:15])
+    assert set(found[0]) <= set(ids[5:15]) and (found[0] >= 0).all()
+
+
+def test_kinds_that_cannot_remove_rebuild_on_deletion_keeping_their_kind(library, monkeypatch):
+    # Libraries written before pq-refine was chosen may hold HNSW (or IVF) indexes.
+    add_tracks(library, 30)
+    monkeypatch.setattr(ann, "index_kind_for", lambda n, exact_limit=None: "hnsw")
+    library.sync(optimize=True)
+    monkeypatch.undo()
     assert library.catalog.get_meta("index_type") == "hnsw"
-    assert library.catalog.get_meta("segment_index_type") == "hnsw"
-    # HNSW cannot remove ids: a deletion rebuilds, keeping the kind and staying consistent.
     with library.catalog.session.begin() as s:
         s.execute(delete(Track).where(Track.id == 1))
     library.sync()
