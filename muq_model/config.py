@@ -205,6 +205,7 @@ class MuQMuLanConfig:
 
     def validate(self) -> None:
         self.muq.validate()
+        _whole(self.mulan.clip_secs, "mulan.clip_secs")
         if self.mulan.sr != self.muq.sample_rate:
             raise ValueError(f"config mulan.sr={self.mulan.sr} differs from the MuQ sample rate {self.muq.sample_rate}")
         if self.audio_model.model_dim not in (None, self.muq.encoder_dim):

@@ -393,8 +393,13 @@ def train(
     frozen_stem = not (config.train_audio and config.train_stem)
     if frozen_stem:
         model.audio.model.conv.conv.requires_grad_(False)
+    mulan = model.config.mulan
+    if mulan.sigmoid_contrastive_loss or mulan.hierarchical_contrastive_loss:
+        raise ValueError("config mulan.sigmoid_contrastive_loss / hierarchical_contrastive_loss: only the softmax "
+                         "contrastive loss is implemented (the released model's); set both to false")
+    # rank_contrast only picks the official class that gathers across ranks; ours always does (Q-T1).
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
-                           decoupled=model.config.mulan.decoupled_contrastive_learning)
+                           decoupled=mulan.decoupled_contrastive_learning)
     module = ContrastiveModel(model, loss, frozen_stem)
     if world > 1:
         sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch

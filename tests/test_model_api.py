@@ -248,12 +248,14 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
 
 
 def test_bfloat16_model_embeds_audio(tiny_model):
-    """Spec Q-D1 fix: the mel is computed in fp32 and cast to the model's dtype (upstream crashes)."""
+    """Spec Q-D1/Q-D2 fixes: the mel is computed in fp32 with tables that model.to() cannot round, and cast
+    to the model's dtype (upstream crashes)."""
     torch.manual_seed(0)
     model = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None).eval()
     model.load_state_dict(tiny_model.state_dict())
     model.to(torch.bfloat16)
     clips = torch.stack([noise(10, 30)])
+    assert torch.equal(model.audio.model.mel(clips), tiny_model.audio.model.mel(clips))
     out = model.embed_clips(clips)
     assert out.dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(out, tiny_model.embed_clips(clips)).item() > 0.98

@@ -130,8 +130,13 @@ def test_official_config_json_reads_as_is():
 
 
 def test_fractional_clip_seconds_are_rejected():
+    """Spec Q-M3, from config.json and from Python alike (int(7.5) would silently give 7 s clips)."""
     with pytest.raises(ValueError, match="mulan.clip_secs"):
         MuQMuLanConfig.from_dict({"mulan": {"clip_secs": 7.5}})
+    config = MuQMuLanConfig.tiny()
+    config.mulan.clip_secs = 7.5
+    with pytest.raises(ValueError, match="mulan.clip_secs"):
+        MuQMuLan(config, tokenizer=None)
 
 
 # ---- tokenizer resolution --------------------------------------------------------------------------

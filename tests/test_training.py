@@ -114,6 +114,14 @@ def test_a_few_steps_make_the_loss_fall(tmp_path, dataset, train_stem):
     torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
 
 
+def test_loss_switches_that_are_not_implemented_are_refused(tmp_path, dataset):
+    """A config asking for the sigmoid or hierarchical loss must not silently train the softmax one."""
+    config = tiny_config()
+    config.mulan.sigmoid_contrastive_loss = True
+    with pytest.raises(ValueError, match="sigmoid_contrastive_loss"):
+        train(MuQMuLan(config), read_pairs(dataset), tmp_path / "out", quick_config(), load)
+
+
 def test_resume_continues_exactly(tmp_path, dataset):
     items = read_pairs(dataset)
     torch.manual_seed(0)
