@@ -1,0 +1,129 @@
+"""The Conv2d stem's eval-time fast path (BatchNorm folded, conv1 + conv3 as one im2col matmul, conv2 by
+Winograd F(4x4, 3x3)) against the plain modules and against float64 direct convolutions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from muq_model.config import MuQConfig
+from muq_model.muq import (
+    Conv2dSubsampling,
+    conv3x3_im2col,
+    winograd_conv3x3,
+    winograd_matrices,
+    winograd_weights,
+)
+
+
+def small_config(label_rate: int = 25) -> MuQConfig:
+    return MuQConfig(conv_dim=8, encoder_dim=32, encoder_depth=1, num_heads=2, ffn_dim=64, label_rate=label_rate)
+
+
+def randomised_stem(config: MuQConfig, seed: int = 0) -> Conv2dSubsampling:
+    """A stem whose BatchNorms are far from identity, so a wrong fold cannot hide."""
+    torch.manual_seed(seed)
+    stem = Conv2dSubsampling(config)
+    with torch.no_grad():
+        for module in stem.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.3, 3.0)
+                module.weight.normal_()
+                module.bias.normal_()
+    return stem.eval()
+
+
+def float64_reference(stem: Conv2dSubsampling, config: MuQConfig, mel: torch.Tensor) -> torch.Tensor:
+    """The plain modules in float64 on a copy (gradients on, so the fast path is never taken)."""
+    copy = Conv2dSubsampling(config).double().eval()
+    copy.load_state_dict(stem.state_dict())
+    with torch.enable_grad():
+        return copy(mel.double()).detach()
+
+
+def test_winograd_matrices_compute_a_3_tap_correlation():
+    a_t, g, b_t = winograd_matrices()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        d = torch.randn(6, dtype=torch.float64, generator=generator)
+        taps = torch.randn(3, dtype=torch.float64, generator=generator)
+        expected = torch.stack([(taps * d[i : i + 3]).sum() for i in range(4)])
+        assert torch.allclose(a_t @ ((g @ taps) * (b_t @ d)), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 125), (40, 201)])  # (40, 201): several chunks, ragged
+def test_winograd_conv_equals_direct_conv_in_float64(shape):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, 5, dtype=torch.float64, generator=generator)  # (H, W, C) channels last
+    weight = torch.randn(6, 5, 3, 3, dtype=torch.float64, generator=generator)
+    expected = F.conv2d(x.permute(2, 0, 1)[None], weight, padding=1)[0].permute(1, 2, 0)
+    assert torch.allclose(winograd_conv3x3(x, winograd_weights(weight)), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (2, 1)])
+@pytest.mark.parametrize("shape", [(1, 1), (9, 13), (64, 501)])  # (64, 501): several chunks, odd length
+def test_im2col_conv_equals_direct_conv(stride, shape):
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(*shape, 4, dtype=torch.float64, generator=generator)
+    weight = torch.randn(6, 4, 3, 3, dtype=torch.float64, generator=generator)
+    bias = torch.randn(6, dtype=torch.float64, generator=generator)
+    expected = F.conv2d(x.permute(2, 0, 1)[None], weight, bias, stride=stride, padding=1)[0].permute(1, 2, 0)
+    matrix = weight.permute(2, 3, 1, 0).reshape(36, 6)  # rows (kh, kw, c)
+    assert torch.allclose(conv3x3_im2col(x, matrix, bias, stride), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("label_rate", [25, 50])
+@pytest.mark.parametrize("frames", [1000, 37, 5])
+def test_folded_stem_matches_the_plain_stem(label_rate, frames):
+    config = small_config(label_rate)
+    stem = randomised_stem(config)
+    mel = torch.randn(2, config.n_mels, frames, generator=torch.Generator().manual_seed(3))
+    assert stem.uses_folded_path(mel) is False  # gradients are on by default
+    with torch.no_grad():
+        assert stem.uses_folded_path(mel)
+        fast = stem(mel)
+    with torch.enable_grad():
+        slow = stem(mel)
+    expected = float64_reference(stem, config, mel)
+    assert fast.shape == expected.shape == (2, config.n_frames(frames * config.hop_length), config.encoder_dim)
+    scale = expected.abs().max()
+    # float32 rounding on both paths: the fast one within a few times the plain one's error
+    assert (fast - expected).abs().max() <= 5e-6 * scale
+    assert (slow - expected).abs().max() <= 5e-6 * scale
+
+
+def test_folded_weights_follow_training_steps_and_loaded_weights():
+    config = small_config()
+    stem = randomised_stem(config)
+    mel = torch.randn(2, config.n_mels, 200, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before = stem(mel)
+
+    stem.train()  # one step: moves the weights and the BatchNorm running statistics
+    optimizer = torch.optim.SGD(stem.parameters(), lr=0.1)
+    stem(mel).square().mean().backward()
+    optimizer.step()
+    stem.eval()
+    with torch.no_grad():
+        after_step = stem(mel)
+    assert (after_step - before).abs().max() > 1e-3
+    assert torch.allclose(after_step, float64_reference(stem, config, mel).float(), rtol=0, atol=1e-4)
+
+    stem.load_state_dict(randomised_stem(config, seed=5).state_dict())
+    with torch.no_grad():
+        loaded = stem(mel)
+    assert torch.allclose(loaded, float64_reference(stem, config, mel).float(), rtol=0, atol=1e-4)
+
+
+def test_training_and_gradients_run_the_plain_modules():
+    config = small_config()
+    stem = randomised_stem(config).train()
+    mel = torch.randn(2, config.n_mels, 100, generator=torch.Generator().manual_seed(6))
+    stem(mel).sum().backward()
+    assert stem.conv[0].conv2.weight.grad is not None
+    assert stem.conv[1].bn2.num_batches_tracked.item() == 1  # training mode: batch statistics, updated
+    stem.eval().zero_grad()
+    stem(mel).sum().backward()  # eval with gradients on: still differentiable
+    assert stem.conv[1].conv1.weight.grad.abs().sum() > 0
