@@ -93,7 +93,7 @@ class Res2dModule(nn.Module):
         BatchNorm folded into the convs, conv1 and conv3 as one strided conv, conv2 by Winograd."""
         both = conv3x3_im2col(x, folded.strided, folded.strided_bias, self.stride)  # (F', T', 2 * odim)
         main, shortcut = both.chunk(2, dim=-1)
-        out = winograd_conv3x3(F.relu(main), folded.winograd)  # (F', T', odim), conv2 without its bias
+        out = winograd_conv3x3(main, folded.winograd, relu_input=True)  # (F', T', odim), conv2 without its bias
         return F.relu_(out.add_(shortcut))
 
 
@@ -232,16 +232,22 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
     return u.reshape(n * n, weight.shape[1], weight.shape[0])
 
 
-def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, relu_input: bool = False) -> torch.Tensor:
     """Stride-1 3x3 conv, padding 1, no bias, channels last: (H, W, C) -> (H, W, O) with weights from
-    `winograd_weights`, a few rows of tiles at a time so the transform buffers stay small."""
+    `winograd_weights`, a few rows of tiles at a time so the transform buffers stay small.
+    relu_input: conv of ReLU(x), the ReLU applied while x is copied into the padded buffer."""
     a_t, _, b_t = winograd_matrices()
     m, n = a_t.shape
     in_transform = torch.kron(b_t, b_t).to(x.dtype)  # (n*n, n*n): B^T d B on flattened tiles
     out_transform = torch.kron(a_t, a_t).to(x.dtype)  # (m*m, n*n): A^T M A
     h, w, c = x.shape
     tiles_h, tiles_w = -(-h // m), -(-w // m)
-    padded = F.pad(x, (0, 0, 1, tiles_w * m + 1 - w, 1, tiles_h * m + 1 - h))  # (tiles_h m + 2, tiles_w m + 2, C)
+    padded = x.new_zeros(tiles_h * m + 2, tiles_w * m + 2, c)
+    interior = padded[1 : h + 1, 1 : w + 1]
+    if relu_input:
+        torch.clamp(x, min=0, out=interior)
+    else:
+        interior.copy_(x)
     out = x.new_empty(tiles_h, m, tiles_w, m, weights.shape[-1])
     rows = max(1, WINOGRAD_TILES_PER_CHUNK // tiles_w)
     for r in range(0, tiles_h, rows):

@@ -17,6 +17,7 @@ import torch
 
 from muq_model import MuQMuLan, MuQMuLanConfig
 from muq_model.checkpoint import IGNORED_KEYS, map_official_state_dict
+from muq_model.muq import Conv2dSubsampling
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +93,29 @@ def test_full_size_forward_shapes():
         hidden = muq(wave)  # hidden[0] is the Conv2d stem output
     assert len(hidden) == 13 and all(h.shape == (1, 250, 1024) for h in hidden)
     assert muq.config.n_frames(30 * 24000) == 750
+
+
+def test_full_size_folded_stem_matches_the_plain_stem_in_float64():
+    """The eval fast path (BatchNorm folded, Winograd conv2) at 512 channels, BatchNorm far from identity."""
+    torch.manual_seed(0)
+    config = MuQMuLanConfig.large().muq
+    stem = Conv2dSubsampling(config)
+    with torch.no_grad():
+        for module in stem.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 2.0)
+                module.bias.normal_(0.0, 0.1)
+    stem.eval()
+    mel = torch.randn(1, config.n_mels, 240, generator=torch.Generator().manual_seed(1))  # several row chunks
+    with torch.no_grad():
+        fast = stem(mel)
+        reference = Conv2dSubsampling(config).double().eval()
+        reference.load_state_dict(stem.state_dict())
+    expected = reference(mel.double())  # gradients on: the plain modules
+    assert fast.shape == (1, 60, 1024)
+    assert (fast - expected).abs().max() <= 5e-6 * expected.abs().max()
 
 
 OFFICIAL_FULLSIZE = os.environ.get("MUQSEARCH_OFFICIAL_FULLSIZE")

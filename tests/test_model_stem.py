@@ -53,13 +53,16 @@ def test_winograd_matrices_compute_a_3_tap_correlation():
         assert torch.allclose(a_t @ ((g @ taps) * (b_t @ d)), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("relu_input", [False, True])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 125), (40, 201)])  # (40, 201): several chunks, ragged
-def test_winograd_conv_equals_direct_conv_in_float64(shape):
+def test_winograd_conv_equals_direct_conv_in_float64(shape, relu_input):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, 5, dtype=torch.float64, generator=generator)  # (H, W, C) channels last
     weight = torch.randn(6, 5, 3, 3, dtype=torch.float64, generator=generator)
-    expected = F.conv2d(x.permute(2, 0, 1)[None], weight, padding=1)[0].permute(1, 2, 0)
-    assert torch.allclose(winograd_conv3x3(x, winograd_weights(weight)), expected, rtol=0, atol=1e-10)
+    conv_input = x.relu() if relu_input else x
+    expected = F.conv2d(conv_input.permute(2, 0, 1)[None], weight, padding=1)[0].permute(1, 2, 0)
+    out = winograd_conv3x3(x, winograd_weights(weight), relu_input=relu_input)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (2, 1)])
