@@ -35,6 +35,10 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--crop-seconds", type=float, default=5.0, help="length of the random training crops")
     group.add_argument("--captions-per-step", type=int, default=1,
                        help="captions drawn per audio crop; the loss averages over them")
+    group.add_argument("--group-by", metavar="FIELD", default=None,
+                       help="a data field (dotted for nested, e.g. attributes.instrument) whose equal values are "
+                            "batched together as hard negatives")
+    group.add_argument("--group-size", type=int, default=0, help="with --group-by: items per group in a batch")
     group.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     group.add_argument("--seed", type=int, default=0)
     group = parser.add_argument_group("what to train")
@@ -65,7 +69,10 @@ def run_train(args: argparse.Namespace) -> int:
     if distributed:
         dist.init_process_group("gloo" if select_device(args.device).type == "cpu" else "nccl")
     try:
-        items = read_pairs(args.data, args.split)
+        if bool(args.group_by) != bool(args.group_size):
+            print("muqsearch train: --group-by and --group-size go together", file=sys.stderr)
+            return 2
+        items = read_pairs(args.data, args.split, args.group_by)
         eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
         torch.manual_seed(args.seed)  # every rank must start from the same weights
         if args.init_config:
@@ -79,7 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
             warmup_steps=args.warmup_steps, crop_seconds=args.crop_seconds,
-            captions_per_step=args.captions_per_step, train_audio=not args.freeze_audio, train_stem=not args.freeze_stem,
+            captions_per_step=args.captions_per_step, group_size=args.group_size, train_audio=not args.freeze_audio, train_stem=not args.freeze_stem,
             train_text=not args.freeze_text, train_text_encoder=args.train_text_encoder,
             log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
             max_minutes=args.max_minutes, seed=args.seed,

@@ -53,18 +53,30 @@ class TrainItem:
     key: str
     audio: Path
     captions: list[str]
+    group: str | None = None  # with --group-by: items of one group are drawn together as hard negatives
 
 
 class DataError(ValueError):
     """A training data file that cannot be used; the message names the file, line and field."""
 
 
-def read_pairs(path: str | Path, split: str | None = None) -> list[TrainItem]:
+def row_field(row: dict, name: str):
+    """`name` in a data row; a dotted name reaches into nested objects ("attributes.instrument")."""
+    value = row
+    for part in name.split("."):
+        if not isinstance(value, dict) or value.get(part) in (None, ""):
+            return None
+        value = value[part]
+    return value
+
+
+def read_pairs(path: str | Path, split: str | None = None, group_by: str | None = None) -> list[TrainItem]:
     """(audio, caption) pairs from JSONL or CSV, grouped by audio file.
 
     A row names its audio in one of AUDIO_KEYS (relative paths resolve against the data file's folder)
     and its text in `text`/`caption` or a `captions` list. With `split`, rows whose `split` field differs
-    are skipped. Rows without audio or text raise DataError naming the file and line.
+    are skipped. With `group_by`, each row's value of that field becomes its item's group. Rows without
+    audio, text or the group field raise DataError naming the file and line.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,8 +106,15 @@ def read_pairs(path: str | Path, split: str | None = None) -> list[TrainItem]:
         texts = row.get("captions") or [row[k] for k in TEXT_KEYS if row.get(k)]
         if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts) or not texts:
             raise DataError(f"{path}:{number}: no caption (field 'text', 'caption' or a 'captions' list of strings)")
+        group = None
+        if group_by is not None:
+            group = row_field(row, group_by)
+            if group is None:
+                raise DataError(f"{path}:{number}: no value for the --group-by field {group_by!r}")
+            group = str(group)
         audio_path = (path.parent / audio).resolve()
-        item = items.setdefault(audio_path, TrainItem(key=str(row.get("id") or audio), audio=audio_path, captions=[]))
+        item = items.setdefault(audio_path, TrainItem(key=str(row.get("id") or audio), audio=audio_path, captions=[],
+                                                      group=group))
         item.captions.extend(t.strip() for t in texts)
     if not items:
         raise DataError(f"{path}: no usable (audio, caption) rows{f' in split {split!r}' if split else ''}")
@@ -244,21 +263,49 @@ def pad_texts(texts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class BatchSampler:
-    """Global batches of distinct items (epochs of shuffled items), a random crop and `captions` random
-    captions each; every rank draws the same global batch and keeps its own slice."""
+    """Global batches of distinct items, a random crop and `captions` random captions each; every rank
+    draws the same global batch and keeps its own slice.
 
-    def __init__(self, features: Features, global_batch: int, crop_frames: int, seed: int, captions: int = 1):
+    By default a batch is the next slice of a shuffled epoch. With `groups` (one label per item) and
+    `group_size` k, a batch is k random items from each of several random groups: negatives then share
+    the group's attribute, so the loss rewards telling apart what the group does not fix (with random
+    batches, a few coarse attributes already separate every pair and the finer ones go unlearned).
+    """
+
+    def __init__(self, features: Features, global_batch: int, crop_frames: int, seed: int, captions: int = 1,
+                 groups: Sequence[str | None] | None = None, group_size: int = 0):
         if global_batch > len(features.audio):
             raise ValueError(f"batch size {global_batch} is larger than the {len(features.audio)} training items")
         self.features, self.global_batch, self.crop_frames = features, global_batch, crop_frames
         self.captions = captions
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []
+        self.group_size = group_size
+        self.groups: list[list[int]] = []
+        if group_size:
+            if groups is None or any(g is None for g in groups):
+                raise ValueError("group_size needs a group for every item (--group-by)")
+            members: dict[str, list[int]] = {}
+            for i, group in enumerate(groups):
+                members.setdefault(group, []).append(i)
+            self.groups = [m for _, m in sorted(members.items())]
 
     def next_indices(self) -> list[int]:
+        if self.group_size:
+            return self._grouped_indices()
         if len(self.order) < self.global_batch:  # a new epoch; the leftover tail is dropped
             self.order = torch.randperm(len(self.features.audio), generator=self.generator).tolist()
         batch, self.order = self.order[: self.global_batch], self.order[self.global_batch :]
+        return batch
+
+    def _grouped_indices(self) -> list[int]:
+        batch: list[int] = []
+        for g in torch.randperm(len(self.groups), generator=self.generator).tolist():
+            members = self.groups[g]
+            take = min(self.group_size, len(members), self.global_batch - len(batch))
+            batch += [members[j] for j in torch.randperm(len(members), generator=self.generator)[:take].tolist()]
+            if len(batch) == self.global_batch:
+                break
         return batch
 
     def next_batch(self, rank: int, world: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -297,6 +344,7 @@ class TrainConfig:
     warmup_steps: int = 50
     crop_seconds: float = 5.0
     captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
+    group_size: int = 0  # > 0: batches of this many items per group (TrainItem.group), as hard negatives
     train_audio: bool = True
     train_stem: bool = True  # False: keep the Conv2d stem as it is and cache its output (much faster)
     train_text: bool = True
@@ -412,7 +460,7 @@ def train(
     if len(kept) < 2:
         raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
     sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * features.frames_per_second), config.seed,
-                           config.captions_per_step)
+                           config.captions_per_step, [item.group for item in kept], config.group_size)
     eval_set = load_eval_set(eval_items, load_audio) if (eval_items and evaluate and rank == 0) else None
 
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -93,6 +93,37 @@ def test_read_pairs_formats_and_errors(tmp_path, dataset):
         read_pairs(tmp_path / "missing.jsonl")
 
 
+def test_group_by_reads_nested_fields_and_names_rows_without_one(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"audio_path": f"{n}.wav", "text": "x", "attributes": {"instrument": inst}}
+            for n, inst in enumerate(["piano", "organ", "piano"])]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [i.group for i in read_pairs(data, group_by="attributes.instrument")] == ["piano", "organ", "piano"]
+    assert all(i.group is None for i in read_pairs(data))
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: no value for the --group-by field 'attributes.mode'"):
+        read_pairs(data, group_by="attributes.mode")
+
+
+def test_grouped_batches_hold_group_size_items_of_each_group():
+    """Hard-negative batches: k distinct items from each of several groups, different groups per step."""
+    from muq_model.training import BatchSampler, Features
+
+    groups = [f"g{i % 5}" for i in range(40)]  # 5 groups of 8
+    features = Features(audio=[torch.zeros(20, 3)] * 40, texts=[[torch.zeros(2, 4)]] * 40, frames_per_second=10.0,
+                        skipped=[])
+    sampler = BatchSampler(features, global_batch=12, crop_frames=5, seed=0, groups=groups, group_size=4)
+    seen = set()
+    for _ in range(20):
+        batch = sampler.next_indices()
+        assert len(batch) == len(set(batch)) == 12
+        labels = [groups[i] for i in batch]
+        assert sorted(labels.count(g) for g in set(labels)) == [4, 4, 4]
+        seen.add(frozenset(labels))
+    assert len(seen) > 1
+    with pytest.raises(ValueError, match="group"):
+        BatchSampler(features, 12, 5, 0, groups=None, group_size=4)
+
+
 def quick_config(**overrides) -> TrainConfig:
     values = dict(steps=40, batch_size=6, lr=3e-3, warmup_steps=5, crop_seconds=2.0, log_every=5,
                   eval_every=1000, checkpoint_every=1000, seed=0)
