@@ -116,23 +116,6 @@ TRAIN_TEMPLATES: tuple[str, ...] = (
     "an instrumental of {instrument} {texture} {register}, {mood}, {tempo} {rhythm}",
     "{tempo} {mood} {instrument} {rhythm} {bass}",
 )
-# Short phrases, as people type into a search box: the instrument and one or two other attributes, so the model
-# learns that a caption may leave most of the music unsaid (with only long captions, "slow sad piano" ranked
-# slow minor guitar above piano). Each names the instrument: a phrase that fits a fifth of the library ("with no
-# drums") makes most of a batch false negatives. None is worded like an EXAMPLE_QUERIES entry, and the held-out
-# test split never sees them.
-SHORT_TRAIN_TEMPLATES: tuple[str, ...] = (
-    "{mood} {instrument} music",
-    "{instrument}, {tempo}",
-    "{instrument}, {mood}",
-    "{tempo} {mood} tune on {instrument}",
-    "{texture} on {instrument}",
-    "{instrument} {register}",
-    "{loudness} {instrument}",
-    "{instrument} piece, {mood} and {loudness}",
-    "{tempo} {instrument} {rhythm}",
-    "{instrument} only, {tempo} and {mood}",
-)
 TEST_TEMPLATES: tuple[str, ...] = (
     "looking for {mood} {instrument} music that is {tempo} {rhythm}",
     "{instrument} {texture} {rhythm}; the mood is {mood} and the pace {tempo}",

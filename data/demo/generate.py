@@ -21,13 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.demo.captions import (
-    ATTRIBUTES,
-    SHORT_TRAIN_TEMPLATES,
-    TEST_TEMPLATES,
-    TRAIN_TEMPLATES,
-    captions_for,
-)
+from data.demo.captions import ATTRIBUTES, TEST_TEMPLATES, TRAIN_TEMPLATES, captions_for
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 
 TEMPO_BPM = {"slow": (62.0, 78.0), "medium": (96.0, 114.0), "fast": (138.0, 160.0)}
@@ -35,7 +29,6 @@ PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 OPUS_COMPRESSION = 0.94  # libsndfile's 0..1 scale; about 22 kbit/s for mono 24 kHz
 TRAIN_CAPTIONS_PER_CLIP = 8
 TEST_CAPTIONS_PER_CLIP = 3
-SHORT_CAPTIONS_PER_CLIP = 2  # train clips only
 
 
 @dataclass(frozen=True)
@@ -44,7 +37,7 @@ class DemoClip:
     split: str  # "train" | "test"
     spec: ClipSpec
     captions: list[str]
-    template_ids: list[str]  # "train/3", "short/5", "test/1": which template list, which entry
+    template_ids: list[str]  # "train/3", "test/1": which template list, which entry
 
     @property
     def file(self) -> str:
@@ -91,19 +84,14 @@ def plan(seed: int, clips: int, test_clips: int) -> list[DemoClip]:
         templates, count = (
             (TEST_TEMPLATES, TEST_CAPTIONS_PER_CLIP) if split == "test" else (TRAIN_TEMPLATES, TRAIN_CAPTIONS_PER_CLIP)
         )
-        pairs = [(f"{split}/{index}", text) for index, text in captions_for(attributes, templates, count, rng)]
-        if split == "train":
-            # Their own generator per clip, so adding them left every clip's attributes and audio unchanged.
-            short_rng = np.random.default_rng((seed, i))
-            short = captions_for(attributes, SHORT_TRAIN_TEMPLATES, SHORT_CAPTIONS_PER_CLIP, short_rng)
-            pairs += [(f"short/{index}", text) for index, text in short]
+        pairs = captions_for(attributes, templates, count, rng)
         planned.append(
             DemoClip(
                 id=f"demo-{i + 1:04d}",
                 split=split,
                 spec=spec,
                 captions=[text for _, text in pairs],
-                template_ids=[template_id for template_id, _ in pairs],
+                template_ids=[f"{split}/{index}" for index, _ in pairs],
             )
         )
     return planned
