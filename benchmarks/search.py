@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 import torch
 
-from benchmarks.harness import RESULTS_DIR, Report, percentile
+from benchmarks.harness import RESULTS_DIR, Report, peak_rss_mb, percentile
 from indexer import ann
 
 CACHE_DIR = RESULTS_DIR / "cache"
@@ -101,7 +101,7 @@ def measure(search, queries: np.ndarray, truth: np.ndarray, *, repeats: int) -> 
 def cached_build(kind: str, vectors: np.ndarray, key: str, *, seed: int, use_cache: bool) -> tuple[faiss.Index, float, float]:
     """(index, build seconds, bytes per vector of the written index); a cached index reports the build time it saved."""
     settings = {
-        "pq-refine": f"pq{ann.PQ_DIMS_PER_CODE}d{ann.PQ_BITS}b", "hnsw": f"M{ann.HNSW_M}-efc{ann.HNSW_EF_CONSTRUCTION}",
+        "pq-refine": f"pq{ann.PQ_DIMS_PER_CODE}d{ann.PQ_BITS}b-l{ann.PQ_REFINE_LISTS}", "hnsw": f"M{ann.HNSW_M}-efc{ann.HNSW_EF_CONSTRUCTION}",
         "ivf": f"l{ann.IVF_TRAIN_POINTS_PER_LIST}",
     }
     path = CACHE_DIR / f"{key}-{kind}-{settings.get(kind, '')}.faiss"
@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> Report:
     chosen, largest = [], None
     for data in args.data:
         for n in args.sizes:
+            if n == max(args.sizes):
+                largest = None  # kept for the text query: only the last one, so two never share memory
             vectors = make_vectors(data, n, args.dim, seed=args.seed, clusters=args.clusters)
             queries = make_vectors(
                 data, max(args.queries, args.recall_queries), args.dim, seed=args.seed, clusters=args.clusters,
@@ -208,12 +210,12 @@ def run(args: argparse.Namespace) -> Report:
                         progress(report)
                 if kind == ann.index_kind_for(n) and n == max(args.sizes):
                     largest = index
-                index = None  # free it before the next build
+                index = search = None  # free it (the search closure holds it too) before the next build
             vectors = None
     report.figures = {
         "threads": threads, "k": K, "dim": args.dim, "exact_limit": ann.EXACT_LIMIT,
         "default_k_factor": ann.DEFAULT_K_FACTOR, "chosen_kind_at_default_breadth": chosen,
-        "load_average_at_end": os.getloadavg(),
+        "load_average_at_end": os.getloadavg(), "peak_rss_mb": peak_rss_mb(),
     }
     report.notes.append(
         f"single-query latency at {threads} faiss threads; recall@10 over {args.recall_queries} queries "
@@ -263,6 +265,7 @@ def text_query_rows(report: Report, index: faiss.Index, args: argparse.Namespace
         )
     report.figures["text_query_ms_p50"] = percentile(rows["text tower + search"][0], 50)
     report.figures["text_query_cpu_ms_p50"] = percentile(rows["text tower + search"][1], 50)
+    report.figures["peak_rss_mb"] = peak_rss_mb()
     report.notes.append(
         "text query: MuQ-MuLan-large text tower (XLM-R base + 8-layer MuLan transformer, random weights) on "
         "8-20 token ids; build s = model construction"

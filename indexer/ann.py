@@ -11,16 +11,16 @@ Which kind for which size (:func:`index_kind_for`, the only place the rule lives
 - ``flat`` below :data:`EXACT_LIMIT` vectors: exact ``IndexFlatIP``. A scan costs about 0.14 ms of one
   core per 1,000 vectors (one query runs on one core), so up to 50 k it stays under ~8 ms with perfect
   recall and no build time.
-- ``pq-refine`` from :data:`EXACT_LIMIT` up: ``IndexRefineFlat`` over an ``IndexPQFastScan`` with one
+- ``pq-refine`` from :data:`EXACT_LIMIT` up: ``IndexRefineFlat`` over an ``IndexIVFPQFastScan`` with one
   4-bit sub-quantizer per :data:`PQ_DIMS_PER_CODE` dimensions (PQ256x4fs at 512-d, 128 bytes of codes a
   vector). Every query scans all codes with SIMD fast-scan and re-ranks the best ``k * k_factor`` by
-  exact inner product from the stored float32 vectors. Because it scans everything, its recall does not
-  depend on the data having clusters: uniformly random vectors, which defeat IVF (recall 0.33 at nprobe
-  256/2000 at 1 M) and HNSW (0.91 at efSearch 2048 already at 100 k), are the hardest case it is tuned
-  on. At 200 k on one core: 1.3-1.5 ms a query, recall@10 0.998 on random and 1.0 on clustered vectors
-  at k_factor 50 (4 dims per code instead of 2 needed k_factor 500 for 0.99).
-  It is trained in seconds (a PQ of 16 centroids per sub-space), adds incrementally, removes in place
-  (:func:`remove_ids`), and costs ~2.2 kB a vector (the float32 vectors it re-ranks from, plus codes and
+  exact inner product from the stored float32 vectors. It probes all of its :data:`PQ_REFINE_LISTS`
+  lists: they are there so that one query's scan runs on every thread (fast-scan ``implem`` 14; a flat
+  ``IndexPQFastScan`` scans on one thread, 12-14 ms at 1 M against ~9 ms on two), not to prune. Because
+  it scans everything, its recall does not depend on the data having clusters: uniformly random vectors,
+  which defeat IVF and HNSW, are the case it is tuned on. FIGURES
+  It is trained in seconds (16 centroids per 2-d sub-space), adds incrementally, removes in place
+  (:func:`remove_ids`) and costs ~2.2 kB a vector (the float32 vectors it re-ranks from, plus codes and
   ids), about what IVF-Flat and HNSW cost. faiss-gpu has no fast-scan, so it stays on the CPU.
 - ``hnsw`` (``IndexHNSWFlat``) and ``ivf`` (``IndexIVFFlat``, ~2 sqrt(n) lists) are still built on request
   (and loaded from older libraries), but never chosen: on clustered data they are faster (IVF nprobe 16:
@@ -30,10 +30,10 @@ Which kind for which size (:func:`index_kind_for`, the only place the rule lives
 
 Metadata filters: :func:`search` with ``allowed_ids`` restricts results to a set of catalog ids without
 losing recall to the filter. A small set (up to :data:`EXACT_FILTER_LIMIT`) is scored exactly from its
-stored vectors. A larger one goes through a faiss ``IDSelector`` with the search breadth widened as the
-set's share s of the index shrinks (efSearch / s for HNSW, nprobe / sqrt(s) for IVF); ``pq-refine``
-(whose fast-scan takes no selector) over-fetches a PQ shortlist ~1/s times longer and re-ranks only its
-allowed entries, see :func:`_overfetched_search`.
+stored vectors. A larger one goes through a faiss ``IDSelector``: pq-refine's fast-scan skips the
+vectors it rejects, so its shortlist holds allowed vectors only and needs no widening; HNSW and IVF
+widen their search as the set's share s of the index shrinks (efSearch / s, nprobe / sqrt(s)).
+FILTER_FIGURES
 """
 
 from __future__ import annotations
@@ -51,9 +51,8 @@ EXACT_LIMIT = 50_000
 PQ_DIMS_PER_CODE = 2  # 4 bits per 2 dims: at 512-d, 128 bytes of codes; 4 dims per code lost too much recall
 PQ_BITS = 4  # fast-scan codes are 4-bit
 PQ_TRAIN_SAMPLE = 20_000  # faiss uses at most 256 points per centroid (4,096 for 16 centroids) anyway
+PQ_REFINE_LISTS = 64  # all probed: lists let one query's scan run on every thread, they prune nothing
 DEFAULT_K_FACTOR = 100  # re-ranked shortlist = k * k_factor
-MAX_FILTER_SHORTLIST = 100_000  # past this a filtered pq-refine search scans the allowed vectors exactly
-FILTER_SHORTLIST_MARGIN = 1.5  # a random filter then leaves >= k * k_factor allowed entries in the shortlist
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 40
 DEFAULT_EF_SEARCH = 128
@@ -119,7 +118,10 @@ def build_index(
 def _trained_pq_refine(vectors: np.ndarray, *, seed: int) -> faiss.IndexRefineFlat:
     n, dim = vectors.shape
     codes = dim // PQ_DIMS_PER_CODE if dim % PQ_DIMS_PER_CODE == 0 else dim
-    base = faiss.IndexPQFastScan(dim, codes, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+    nlist = max(1, min(PQ_REFINE_LISTS, n // IVF_TRAIN_POINTS_PER_LIST))
+    base = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, nlist, codes, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
+    base.cp.seed = seed
+    base.cp.niter = 10
     sample = vectors[np.random.default_rng(seed).choice(n, size=min(n, PQ_TRAIN_SAMPLE), replace=False)]
     # k-means wants 39 points per centroid; a smaller library repeats its few vectors. Its shortlist
     # (k * k_factor) then holds every vector anyway, so the ranking is exact whatever the codes are.
@@ -171,7 +173,11 @@ def index_kind(index: faiss.Index) -> str:
 def configure_search(
     index: faiss.Index, *, ef_search: int | None = None, nprobe: int | None = None, k_factor: float | None = None
 ) -> None:
-    """Set the search breadth: HNSW efSearch / IVF nprobe / pq-refine k_factor (defaults give recall@10 >= 0.95)."""
+    """Set the search breadth: HNSW efSearch / IVF nprobe / pq-refine k_factor (defaults give recall@10 >= 0.95).
+
+    pq-refine takes nprobe too, but probes all its lists by default: fewer would make its recall depend
+    on the data forming clusters.
+    """
     kind = index_kind(index)
     if kind == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = ef_search or DEFAULT_EF_SEARCH
@@ -179,15 +185,20 @@ def configure_search(
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(nprobe or DEFAULT_NPROBE, ivf.nlist)
     elif kind == "pq-refine":
-        faiss.downcast_index(index.index).k_factor = k_factor or DEFAULT_K_FACTOR
+        refine = faiss.downcast_index(index.index)
+        refine.k_factor = k_factor or DEFAULT_K_FACTOR
+        base = faiss.downcast_index(refine.base_index)
+        base.nprobe = min(nprobe or base.nlist, base.nlist)  # every list unless told: see PQ_REFINE_LISTS
+        base.implem = 14  # fast-scan that splits a query's lists over the threads (the others: one thread)
 
 
 def remove_ids(index: faiss.Index, ids: np.ndarray) -> bool:
     """Take catalog ``ids`` out of ``index`` in place; False when its kind cannot (HNSW, IVF with a direct map).
 
-    ``IndexRefineFlat`` has no ``remove_ids`` of its own, but both of its parts do, and both keep the order
-    of the vectors they keep: removing the same positions from each, then from the id map, leaves the three
-    aligned.
+    ``IndexRefineFlat`` has no ``remove_ids`` of its own. Its stored vectors and the id map compact in
+    order; its fast-scan codes are then encoded again from the kept vectors with the trained quantizers
+    (~7 s a million on 2 cores): faiss 1.15's fast-scan ``remove_ids`` leaves the freed slots of its
+    last code block dirty, and a later ``add`` ORs new codes into them.
     """
     ids = np.asarray(ids, dtype=np.int64)
     if index_kind(index) != "pq-refine":
@@ -201,29 +212,13 @@ def remove_ids(index: faiss.Index, ids: np.ndarray) -> bool:
     if gone.any():
         refine = faiss.downcast_index(index.index)
         base, stored = faiss.downcast_index(refine.base_index), faiss.downcast_index(refine.refine_index)
-        positions = faiss.IDSelectorBatch(np.flatnonzero(gone).astype(np.int64))
-        for part in (base, stored):
-            part.remove_ids(positions)
-        _repack_last_block(base, stored)
-        refine.ntotal = index.ntotal = int((~gone).sum())
+        stored.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(gone).astype(np.int64)))
+        base.reset()
+        base.add(faiss.rev_swig_ptr(stored.get_xb(), stored.ntotal * stored.d).reshape(-1, stored.d))
+        refine.ntotal = index.ntotal = stored.ntotal
         faiss.copy_array_to_vector(held[~gone], index.id_map)
         index.construct_rev_map()
     return True
-
-
-def _repack_last_block(base: faiss.IndexPQFastScan, stored: faiss.IndexFlat) -> None:
-    """Re-encode the fast-scan codes of the last, partly filled block of 32 (faiss 1.15 workaround).
-
-    ``IndexFastScan.remove_ids`` compacts the codes but leaves the freed slots of the last block dirty, and
-    a later ``add`` ORs its codes into them: vectors added after a removal would be scored wrongly. Dropping
-    that block (a removal at the end frees it whole) and adding its vectors again from the stored copies
-    gives the same codes in clean slots.
-    """
-    start = base.ntotal - base.ntotal % base.bbs
-    if start < base.ntotal:
-        tail = faiss.rev_swig_ptr(stored.get_xb(), stored.ntotal * stored.d).reshape(-1, stored.d)[start:].copy()
-        base.remove_ids(faiss.IDSelectorRange(start, base.ntotal))
-        base.add(tail)
 
 
 def search(
@@ -255,7 +250,7 @@ def _filtered_search(
     selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)) if bitmap is not None else (
         faiss.IDSelectorBatch(allowed))
     if kind == "pq-refine":
-        return _overfetched_search(index, queries, k, allowed, bitmap, selector)
+        return _certified_pq_refine_search(index, queries, k, faiss.IDSelectorTranslated(index.id_map, selector))
     if kind == "hnsw":
         ef = faiss.downcast_index(index.index).hnsw.efSearch
         params = faiss.SearchParametersHNSW(sel=selector, efSearch=min(MAX_WIDENED_EF_SEARCH, math.ceil(ef / share)))
@@ -269,56 +264,43 @@ def _filtered_search(
     return index.search(queries, k, params=params)
 
 
-def _overfetched_search(
-    index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray, bitmap: np.ndarray | None,
-    selector: faiss.IDSelector,
+def _certified_pq_refine_search(
+    index: faiss.Index, queries: np.ndarray, k: int, by_position: faiss.IDSelector
 ) -> tuple[np.ndarray, np.ndarray]:
-    """pq-refine restricted to ``allowed``: a longer PQ shortlist, of which only the allowed entries are re-ranked.
+    """pq-refine restricted by a selector over positions: a shortlist of allowed vectors, re-ranked exactly,
+    or an exact scan of the allowed vectors when the shortlist cannot vouch for its top k.
 
-    The allowed entries of the top-L PQ shortlist are exactly the allowed set's own top-m PQ shortlist, so
-    once m >= k * k_factor this is the unfiltered search over the allowed vectors alone, with its recall.
-    L starts at k * k_factor / share (with a margin); a filter that avoids the query's neighbourhood leaves
-    m short, and L grows until :data:`MAX_FILTER_SHORTLIST`, past which the allowed vectors are scanned exactly.
+    The fast-scan skips rejected vectors, so the shortlist (k * k_factor) holds allowed ones only, at the
+    unfiltered cost. An allowed vector left out scored at most tau (the shortlist's lowest PQ score) by
+    PQ, so about tau + e at most exactly, with e the largest PQ error seen on the shortlist (in absolute
+    value: picked for high estimates, the shortlist's errors lean negative). When the k-th exact score
+    clears that bound the answer stands; when it does not (a filter that keeps only vectors far from the
+    query, whose scores crowd together), the allowed vectors are scanned exactly.
     """
     refine = faiss.downcast_index(index.index)
-    base, stored = refine.base_index, faiss.downcast_index(refine.refine_index)
+    base, stored = faiss.downcast_index(refine.base_index), faiss.downcast_index(refine.refine_index)
     n, dim = index.ntotal, index.d
     id_at = faiss.rev_swig_ptr(index.id_map.data(), n)  # position -> catalog id, without a copy
     vectors = faiss.rev_swig_ptr(stored.get_xb(), n * dim).reshape(n, dim)
-    wanted = min(math.ceil(k * refine.k_factor), allowed.size)
+    shortlist = max(k, math.ceil(k * refine.k_factor))
+    estimates, positions = base.search(
+        queries, shortlist, params=faiss.SearchParametersIVF(sel=by_position, nprobe=base.nprobe))
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     out_ids = np.full((len(queries), k), -1, dtype=np.int64)
     for row, query in enumerate(queries):
-        length = min(n, math.ceil(FILTER_SHORTLIST_MARGIN * wanted * n / allowed.size))
-        while True:
-            positions = base.search(query[None], length)[1][0]
-            positions = positions[positions >= 0]
-            positions = positions[_member(id_at[positions], allowed, bitmap)]
-            if positions.size >= wanted or length >= n or length >= MAX_FILTER_SHORTLIST:
-                break
-            length = min(n, MAX_FILTER_SHORTLIST, 4 * length)
-        if positions.size < wanted and length < n:  # the filter keeps away from this query: scan exactly
-            by_position = faiss.IDSelectorTranslated(index.id_map, selector)
-            scores, best = stored.search(query[None], k, params=faiss.SearchParameters(sel=by_position))
-        elif positions.size:
-            top = min(k, positions.size)
-            scores, best = faiss.knn(query[None], vectors[positions], top, metric=faiss.METRIC_INNER_PRODUCT)
-            best = positions[best]
-        else:  # none of the allowed ids is in the index
-            continue
-        found = best[0] >= 0
-        out_scores[row, : found.sum()], out_ids[row, : found.sum()] = scores[0][found], id_at[best[0][found]]
+        found = positions[row] >= 0
+        candidates, estimate = positions[row][found], estimates[row][found]
+        exact = vectors[candidates] @ query
+        best = np.argsort(-exact, kind="stable")[:k]
+        scores, best_positions = exact[best], candidates[best]
+        shortlist_full = candidates.size == shortlist  # else it already holds every allowed vector
+        if shortlist_full and scores[-1] < estimate.min() + np.abs(exact - estimate).max():
+            params = faiss.SearchParameters(sel=by_position)
+            scanned, scanned_positions = stored.search(query[None], k, params=params)
+            keep = scanned_positions[0] >= 0
+            scores, best_positions = scanned[0][keep], scanned_positions[0][keep]
+        out_scores[row, : scores.size], out_ids[row, : scores.size] = scores, id_at[best_positions]
     return out_scores, out_ids
-
-
-def _member(ids: np.ndarray, allowed: np.ndarray, bitmap: np.ndarray | None) -> np.ndarray:
-    """Which of ``ids`` are in the allowed set (sorted ``allowed``, and its bitmap when there is one)."""
-    if bitmap is None:
-        return np.isin(ids, allowed, assume_unique=False)
-    inside = ids < len(bitmap) * 8
-    hit = np.zeros(ids.shape, dtype=bool)
-    hit[inside] = (bitmap[ids[inside] >> 3] >> (ids[inside] & 7)) & 1 == 1
-    return hit
 
 
 def _id_set(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
