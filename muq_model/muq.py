@@ -168,16 +168,20 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, 
     return weight, (conv.bias.double() - bn.running_mean.double()) * scale + bn.bias.double()
 
 
-IM2COL_POSITIONS_PER_CHUNK = 2048  # output positions per patch matrix (37 MB at 512 channels)
+# The folded stem works through an image a band of rows at a time, each patch matrix or Winograd buffer
+# about this size: bounded memory. Measured at full size, 2 threads: 16 MB bands are fastest on a quiet
+# machine (stem 0.84 s vs 0.90 s at 32 MB), but on a busy one the many small ops leave threads waiting
+# at barriers (2.3 s vs 2.0 s); 32 MB is the compromise.
+STEM_CHUNK_BYTES = 32 * 2**20
 
 
 def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
     """3x3 conv, padding 1, channels last, as patches @ weight: (H, W, C) -> (ceil(H/s_h), ceil(W/s_w), O),
-    computed a few output rows at a time so the patch matrix stays small."""
+    a band of output rows at a time (STEM_CHUNK_BYTES of patches)."""
     patches = F.pad(x, (0, 0, 1, 1, 1, 1)).unfold(0, 3, stride[0]).unfold(1, 3, stride[1])  # (H', W', C, 3, 3) view
     h_out, w_out, c = patches.shape[:3]
     out = x.new_empty(h_out, w_out, weight.shape[1])
-    rows = max(1, IM2COL_POSITIONS_PER_CHUNK // w_out)
+    rows = max(1, STEM_CHUNK_BYTES // (w_out * 9 * c * x.element_size()))
     for r in range(0, h_out, rows):
         chunk = patches[r : r + rows].permute(0, 1, 3, 4, 2).reshape(-1, 9 * c)  # (n * W', 9 C), rows (kh, kw, c)
         torch.addmm(bias, chunk, weight, out=out[r : r + rows].view(chunk.shape[0], -1))
@@ -193,7 +197,6 @@ def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, st
 
 WINOGRAD_TILE = 4  # output tile m; input tile m + 2
 WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5)
-WINOGRAD_TILES_PER_CHUNK = 128  # tiles transformed at once (9 MB per buffer at 512 channels)
 
 
 def winograd_matrices(m: int = WINOGRAD_TILE, points=WINOGRAD_POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -234,7 +237,7 @@ def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
 
 def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, relu_input: bool = False) -> torch.Tensor:
     """Stride-1 3x3 conv, padding 1, no bias, channels last: (H, W, C) -> (H, W, O) with weights from
-    `winograd_weights`, a few rows of tiles at a time so the transform buffers stay small.
+    `winograd_weights`, a band of tile rows at a time (STEM_CHUNK_BYTES per transform buffer).
     relu_input: conv of ReLU(x), the ReLU applied while x is copied into the padded buffer."""
     a_t, _, b_t = winograd_matrices()
     m, n = a_t.shape
@@ -249,7 +252,7 @@ def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, relu_input: bool
     else:
         interior.copy_(x)
     out = x.new_empty(tiles_h, m, tiles_w, m, weights.shape[-1])
-    rows = max(1, WINOGRAD_TILES_PER_CHUNK // tiles_w)
+    rows = max(1, STEM_CHUNK_BYTES // (tiles_w * n * n * max(c, weights.shape[-1]) * x.element_size()))
     for r in range(0, tiles_h, rows):
         slab = padded[r * m : (r + rows) * m + 2]  # input rows of tile rows r .. r + rows - 1
         d = slab.unfold(0, n, m).unfold(1, n, m)  # (t_h, t_w, C, n, n): overlapping tiles, a view

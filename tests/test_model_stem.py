@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from muq_model import muq
 from muq_model.config import MuQConfig
 from muq_model.muq import (
     Conv2dSubsampling,
@@ -53,9 +54,17 @@ def test_winograd_matrices_compute_a_3_tap_correlation():
         assert torch.allclose(a_t @ ((g @ taps) * (b_t @ d)), expected, rtol=0, atol=1e-12)
 
 
+@pytest.fixture(params=["default bands", "small bands"])
+def chunking(request, monkeypatch):
+    """Run a test with the default chunk size, and with 113 KB chunks: every image below with more than
+    two rows of output (or of Winograd tiles) is then cut into several bands, with a ragged last band."""
+    if request.param == "small bands":
+        monkeypatch.setattr(muq, "STEM_CHUNK_BYTES", 113 * 1024)
+
+
 @pytest.mark.parametrize("relu_input", [False, True])
-@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 125), (40, 201)])  # (40, 201): several chunks, ragged
-def test_winograd_conv_equals_direct_conv_in_float64(shape, relu_input):
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (16, 125), (40, 201)])  # ragged edges
+def test_winograd_conv_equals_direct_conv_in_float64(shape, relu_input, chunking):
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(*shape, 5, dtype=torch.float64, generator=generator)  # (H, W, C) channels last
     weight = torch.randn(6, 5, 3, 3, dtype=torch.float64, generator=generator)
@@ -66,8 +75,8 @@ def test_winograd_conv_equals_direct_conv_in_float64(shape, relu_input):
 
 
 @pytest.mark.parametrize("stride", [(2, 2), (2, 1)])
-@pytest.mark.parametrize("shape", [(1, 1), (9, 13), (64, 501)])  # (64, 501): several chunks, odd length
-def test_im2col_conv_equals_direct_conv(stride, shape):
+@pytest.mark.parametrize("shape", [(1, 1), (9, 13), (64, 501)])
+def test_im2col_conv_equals_direct_conv(stride, shape, chunking):
     generator = torch.Generator().manual_seed(2)
     x = torch.randn(*shape, 4, dtype=torch.float64, generator=generator)
     weight = torch.randn(6, 4, 3, 3, dtype=torch.float64, generator=generator)
@@ -79,7 +88,7 @@ def test_im2col_conv_equals_direct_conv(stride, shape):
 
 @pytest.mark.parametrize("label_rate", [25, 50])
 @pytest.mark.parametrize("frames", [1000, 37, 5])
-def test_folded_stem_matches_the_plain_stem(label_rate, frames):
+def test_folded_stem_matches_the_plain_stem(label_rate, frames, chunking):
     config = small_config(label_rate)
     stem = randomised_stem(config)
     mel = torch.randn(2, config.n_mels, frames, generator=torch.Generator().manual_seed(3))
