@@ -204,9 +204,9 @@ def run(args: argparse.Namespace) -> Report:
     }
     report.notes.append(f"baseline: {baseline}; full-size random weights, fp32, {args.threads} threads; "
                         f"roofline {roofline:.1f} GFLOP/s")
-    report.notes.append("GFLOP/clip: what each mode executes per 10 s clip (FlopCounterMode); ours does fewer than "
-                        f"the direct convolutions ({base['clip_gflop']:.0f}) because its stem uses Winograd, so compare "
-                        "speed by clips/s, and GFLOP/s for how busy the cores are")
+    report.notes.append("GFLOP/clip: what each mode executes per 10 s clip (FlopCounterMode). Our stem's Winograd "
+                        "convolutions execute fewer FLOPs than the official direct ones, and int8 matmuls are not "
+                        "counted, so compare speed by clips/s; GFLOP/s says how busy the cores are")
     if baseline != "official-serial":
         report.notes.append("official muq package not importable here: baseline is our own serial path")
     return report
