@@ -102,7 +102,8 @@ class Conv2dSubsampling(nn.Module):
 
     Training and gradient-enabled calls run the plain modules. Eval-mode fp32 CPU calls without gradients
     run the folded path (`Res2dModule.forward_folded`), which gives the same result to float32 rounding
-    (tests/test_model_stem.py) in about half the time: the stem is ~70 % of the model's FLOPs."""
+    (tests/test_model_stem.py) in less time: 0.90 s instead of 1.26 s per 10 s clip at full size on 2
+    threads, where the stem is ~70 % of the model's FLOPs."""
 
     def __init__(self, config: MuQConfig):
         super().__init__()
