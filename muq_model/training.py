@@ -187,11 +187,9 @@ def text_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
 
 def stem_features(model, mel: torch.Tensor) -> torch.Tensor:
     """(B, n_mels, T) mel -> (B, T', C * F/4): the Conv2d stem up to (not including) its linear layer,
-    flattened channel-major like Conv2dSubsampling. Run in eval mode (BatchNorm running statistics), as
-    at inference, whenever these features are cached."""
-    x = model.audio.model.conv.conv(mel.to(model.audio.model.compute_dtype).unsqueeze(1))  # (B, C, F/4, T')
-    b, c, f, t = x.shape
-    return x.permute(0, 3, 1, 2).reshape(b, t, c * f)
+    flattened channel-major. Run in eval mode (BatchNorm running statistics), as at inference, whenever
+    these features are cached (that also takes the stem's fast path)."""
+    return model.audio.model.conv.flat_features(mel.to(model.audio.model.compute_dtype))
 
 
 def audio_latents_from_stem(model, features: torch.Tensor) -> torch.Tensor:
