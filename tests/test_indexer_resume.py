@@ -119,9 +119,9 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_model, tiny_model_dir):
 @pytest.mark.timeout(600)
 def test_ctrl_c_stops_cleanly_and_blames_no_file(tmp_path, tiny_model_dir):
     music, library_dir = tmp_path / "music", tmp_path / "library"
-    files = 6 * N_FILES  # enough that the run is still going when the interrupt lands (the tiny model is fast)
+    files = 2 * N_FILES  # long tracks, so the run is still going when the interrupt lands (the tiny model is fast)
     for n in range(files):
-        write_audio(music / f"{n:02d}.wav", 2.0 + (n % 6), 22050, 1, seed=n)
+        write_audio(music / f"{n:02d}.wav", 30.0 + (n % 6), 22050, 1, seed=n)
     env = dict(os.environ, MUQSEARCH_THREADS="1", OMP_NUM_THREADS="1")
     process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
