@@ -17,8 +17,8 @@ import sys
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", help="JSONL or CSV of (audio_path, text) rows, or a captions.jsonl with "
-                        "`file` + `captions` per record (the demo format)")
+    parser.add_argument("data", nargs="+", help="JSONL or CSV of (audio_path, text) rows, or a captions.jsonl with "
+                        "`file` + `captions` per record (the demo format); several files are trained on together")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory: model, checkpoint, log")
     parser.add_argument("--split", default=None, help="use only rows whose `split` field has this value")
     parser.add_argument("--eval-data", metavar="FILE", help="held-out pairs for periodic evaluation")
@@ -72,7 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
         if bool(args.group_by) != bool(args.group_size):
             print("muqsearch train: --group-by and --group-size go together", file=sys.stderr)
             return 2
-        items = read_pairs(args.data, args.split, args.group_by)
+        items = [item for path in args.data for item in read_pairs(path, args.split, args.group_by)]
         eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
         torch.manual_seed(args.seed)  # every rank must start from the same weights
         if args.init_config:

@@ -7,7 +7,7 @@ import pytest
 
 from data.demo import DEMO_CLIPS, DEMO_SEED, DEMO_TEST_CLIPS
 from data.demo.captions import ATTRIBUTES, TEST_TEMPLATES, TRAIN_TEMPLATES, caption
-from data.demo.generate import generate, plan
+from data.demo.generate import generate, plan, plan_variants
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 
 BASE = {
@@ -43,7 +43,7 @@ def test_generated_files_decode_with_tags(tmp_path):
     import soundfile as sf
     from mutagen.oggopus import OggOpus
 
-    clips = generate(3, tmp_path, clips=3, test_clips=1)
+    clips = generate(plan(3, clips=3, test_clips=1), tmp_path)
     records = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [c.id for c in clips]
     for record in records:
@@ -87,6 +87,28 @@ def test_splits_hold_out_clips_and_templates():
     for name, values in ATTRIBUTES.items():
         for split in (train, test):
             assert {c.spec.attributes[name] for c in split} == set(values), name
+
+
+def test_variant_sets_differ_only_in_the_varied_attributes():
+    """Training-only hard negatives: each set shares a render seed and everything but mode and instrument,
+    covers both values of each, and is captioned from the training templates only."""
+    clips = plan_variants(7, 5)
+    assert [c.record() for c in clips] == [c.record() for c in plan_variants(7, 5)]
+    assert len(clips) == 5 * 4 and {c.split for c in clips} == {"train"}
+    assert {t for c in clips for t in c.template_ids} <= {f"train/{i}" for i in range(len(TRAIN_TEMPLATES))}
+    for start in range(0, len(clips), 4):
+        group = clips[start : start + 4]
+        assert len({c.spec.seed for c in group}) == 1 and len({c.id for c in group}) == 4
+        assert len({(c.spec.bpm, c.spec.tonic, c.spec.seconds) for c in group}) == 1
+        fixed = [{k: v for k, v in c.spec.attributes.items() if k not in ("mode", "instrument")} for c in group]
+        assert all(f == fixed[0] for f in fixed)
+        assert {(c.spec.attributes["mode"], c.spec.attributes["instrument"]) for c in group} == {
+            (m, i) for m in {c.spec.attributes["mode"] for c in group} for i in {c.spec.attributes["instrument"] for c in group}
+        }
+        assert len({c.spec.attributes["instrument"] for c in group}) == 2
+        assert {c.spec.attributes["mode"] for c in group} == {"major", "minor"}
+    with pytest.raises(ValueError, match="tempi"):
+        plan_variants(7, 1, ("tempi",))
 
 
 def test_every_template_names_the_instrument_and_three_more_attributes():

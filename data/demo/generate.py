@@ -7,6 +7,11 @@ OUT/captions.jsonl, one record per clip: id, file (relative to OUT), split, seco
 attributes, captions and the template ids they came from, and OUT/eval_test.jsonl, the test split as
 (audio_path, text, group) rows for `muqsearch eval`. The same seed gives the same attributes,
 captions and waveforms (the Opus encoder runs on identical input).
+
+    python -m data.demo.generate --seed 7 --variants 800 --out /tmp/variants
+
+writes training-only clips instead (captions.jsonl, no test split): 800 pieces, each rendered once per
+combination of two values of mode and instrument, for hard-negative batches (`plan_variants`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +67,20 @@ class DemoClip:
         }
 
 
+def draw_spec(rng: np.random.Generator) -> ClipSpec:
+    """One clip's attributes (uniform and independent), tempo, key, length and render seed."""
+    attributes = {name: str(values[rng.integers(len(values))]) for name, values in ATTRIBUTES.items()}
+    low, high = TEMPO_BPM[attributes["tempo"]]
+    seconds = rng.uniform(10.0, 16.0) if rng.random() < 0.85 else rng.uniform(16.0, 30.0)
+    return ClipSpec(
+        attributes=attributes,
+        bpm=float(rng.uniform(low, high)),
+        tonic=int(rng.integers(12)),
+        seconds=float(seconds),
+        seed=int(rng.integers(2**31)),
+    )
+
+
 def plan(seed: int, clips: int, test_clips: int) -> list[DemoClip]:
     """Draw every clip's attributes, tempo, key, length, split and captions from one seed (no audio)."""
     if not 0 < test_clips < clips:
@@ -70,21 +89,12 @@ def plan(seed: int, clips: int, test_clips: int) -> list[DemoClip]:
     test_ids = set(rng.choice(clips, size=test_clips, replace=False).tolist())
     planned = []
     for i in range(clips):
-        attributes = {name: str(values[rng.integers(len(values))]) for name, values in ATTRIBUTES.items()}
-        low, high = TEMPO_BPM[attributes["tempo"]]
-        seconds = rng.uniform(10.0, 16.0) if rng.random() < 0.85 else rng.uniform(16.0, 30.0)
-        spec = ClipSpec(
-            attributes=attributes,
-            bpm=float(rng.uniform(low, high)),
-            tonic=int(rng.integers(12)),
-            seconds=float(seconds),
-            seed=int(rng.integers(2**31)),
-        )
+        spec = draw_spec(rng)
         split = "test" if i in test_ids else "train"
         templates, count = (
             (TEST_TEMPLATES, TEST_CAPTIONS_PER_CLIP) if split == "test" else (TRAIN_TEMPLATES, TRAIN_CAPTIONS_PER_CLIP)
         )
-        pairs = captions_for(attributes, templates, count, rng)
+        pairs = captions_for(spec.attributes, templates, count, rng)
         planned.append(
             DemoClip(
                 id=f"demo-{i + 1:04d}",
@@ -94,6 +104,42 @@ def plan(seed: int, clips: int, test_clips: int) -> list[DemoClip]:
                 template_ids=[f"{split}/{index}" for index, _ in pairs],
             )
         )
+    return planned
+
+
+def plan_variants(seed: int, pieces: int, vary: tuple[str, ...] = ("mode", "instrument")) -> list[DemoClip]:
+    """Training-only sets of clips that differ in nothing but the `vary` attributes.
+
+    Each piece is drawn as in `plan`, then rendered once per combination of its own and one other
+    (random) value of every varied attribute: 2 ** len(vary) clips sharing the render seed, so the same
+    timing and notes where the attribute allows. Batched together (`muqsearch train --group-by seed`),
+    they are negatives that only the varied attributes tell apart: what random batches never ask for.
+    All use the training templates, so the held-out test templates stay unseen.
+    """
+    unknown = sorted(set(vary) - set(ATTRIBUTES))
+    if unknown or not vary:
+        raise ValueError(f"vary must name attributes among {', '.join(ATTRIBUTES)}, got {list(vary)}")
+    rng = np.random.default_rng(seed)
+    planned = []
+    for i in range(pieces):
+        spec = draw_spec(rng)
+        swaps = {}
+        for name in vary:
+            others = [v for v in ATTRIBUTES[name] if v != spec.attributes[name]]
+            swaps[name] = str(others[rng.integers(len(others))])
+        for v in range(2**len(vary)):
+            attributes = dict(spec.attributes)
+            attributes.update({name: swaps[name] for bit, name in enumerate(vary) if v >> bit & 1})
+            pairs = captions_for(attributes, TRAIN_TEMPLATES, TRAIN_CAPTIONS_PER_CLIP, rng)
+            planned.append(
+                DemoClip(
+                    id=f"variant-{i + 1:05d}-{v}",
+                    split="train",
+                    spec=replace(spec, attributes=attributes),
+                    captions=[text for _, text in pairs],
+                    template_ids=[f"train/{index}" for index, _ in pairs],
+                )
+            )
     return planned
 
 
@@ -124,8 +170,8 @@ def write_clip(clip: DemoClip, out: Path) -> None:
     tags.save()
 
 
-def generate(seed: int, out: Path, clips: int, test_clips: int, jobs: int = 1) -> list[DemoClip]:
-    planned = plan(seed, clips, test_clips)
+def generate(planned: list[DemoClip], out: Path, jobs: int = 1) -> list[DemoClip]:
+    """Render, encode and tag every planned clip into OUT/library, then write the caption files."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -141,10 +187,11 @@ def write_index(planned: list[DemoClip], out: Path) -> None:
     with open(out / "captions.jsonl", "w", encoding="utf-8") as f:
         for clip in planned:
             f.write(json.dumps(clip.record(), ensure_ascii=False) + "\n")
-    with open(out / "eval_test.jsonl", "w", encoding="utf-8") as f:
-        for clip in (c for c in planned if c.split == "test"):
-            for text in clip.captions:
-                f.write(json.dumps({"audio_path": clip.file, "text": text, "group": clip.id}) + "\n")
+    if any(c.split == "test" for c in planned):
+        with open(out / "eval_test.jsonl", "w", encoding="utf-8") as f:
+            for clip in (c for c in planned if c.split == "test"):
+                for text in clip.captions:
+                    f.write(json.dumps({"audio_path": clip.file, "text": text, "group": clip.id}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,8 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=720, help="number of clips (default: %(default)s)")
     parser.add_argument("--test-clips", type=int, default=120, help="held-out test clips (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel render processes (default: %(default)s)")
+    parser.add_argument("--variants", type=int, metavar="PIECES", default=0,
+                        help="instead of the library: PIECES training-only sets of clips that differ only in the "
+                             "--vary attributes (hard negatives for `muqsearch train --group-by seed`)")
+    parser.add_argument("--vary", nargs="+", default=["mode", "instrument"], choices=sorted(ATTRIBUTES),
+                        help="with --variants: the attributes a set varies (default: %(default)s)")
     args = parser.parse_args(argv)
-    planned = generate(args.seed, args.out, args.clips, args.test_clips, args.jobs)
+    if args.variants:
+        planned = plan_variants(args.seed, args.variants, tuple(args.vary))
+    else:
+        planned = plan(args.seed, args.clips, args.test_clips)
+    generate(planned, args.out, args.jobs)
     size = sum((args.out / c.file).stat().st_size for c in planned) / 1e6
     print(f"wrote {len(planned)} clips ({size:.1f} MB) and {args.out / 'captions.jsonl'}")
     return 0
