@@ -123,8 +123,11 @@ def test_ctrl_c_stops_cleanly_and_blames_no_file(tmp_path, tiny_model_dir):
     for n in range(files):
         write_audio(music / f"{n:02d}.wav", 30.0 + (n % 6), 22050, 1, seed=n)
     env = dict(os.environ, MUQSEARCH_THREADS="1", OMP_NUM_THREADS="1")
+    # A terminal's Ctrl-C reaches a process whose SIGINT is at its default; a runner started in the background
+    # (`cmd &` in a script) hands down an ignored SIGINT, so restore the default as a terminal would have it.
     process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while committed_tracks(library_dir) < 2:
         assert process.poll() is None and time.monotonic() < deadline
