@@ -198,6 +198,25 @@ def test_periodic_evaluation_uses_the_injected_metrics(tmp_path, dataset):
     assert [e["step"] for e in result.evaluations] == [2, 4]
 
 
+def test_train_command_reads_every_data_file_and_groups_across_them(tmp_path, dataset, capsys):
+    """`muqsearch train A B --group-by F`: the items of both files are trained on together."""
+    from app.cli import main
+
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    for name, part in (("a.jsonl", rows[:4]), ("b.jsonl", rows[4:])):
+        lines = [json.dumps({**row, "audio_path": str(dataset.parent / row["audio_path"]), "piece": i % 2})
+                 for i, row in enumerate(part)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config().to_json())
+    code = main(["train", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "--init-config", str(config),
+                 "--out", str(tmp_path / "out"), "--steps", "2", "--batch-size", "6", "--crop-seconds", "2",
+                 "--freeze-stem", "--group-by", "piece", "--group-size", "3", "--log-every", "1", "--device", "cpu"])
+    assert code == 0
+    assert "features: 6/6 items" in capsys.readouterr().out
+    assert len((tmp_path / "out" / "train_log.jsonl").read_text().splitlines()) == 2
+
+
 @pytest.mark.slow
 def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
     """`muqsearch train` under torchrun (2 CPU ranks, gloo) follows the single-process loss curve."""
