@@ -170,12 +170,23 @@ def pitch_class_profile(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("instrument", ["piano", "strings", "guitar"])
 @pytest.mark.parametrize("texture", ["chords", "arpeggio", "melody"])
 def test_major_and_minor_differ_in_the_third(instrument, texture):
-    """With the tonic known (C), major clips carry E and no Eb, minor clips Eb and no E."""
+    """With the tonic known (C), major clips carry E and no Eb, minor clips Eb and no E. A melody's random
+    walk may touch the minor third rarely while the tonic's fifth harmonic is always an E, so a melody
+    only has to lean the right way."""
+    margin = 1.5 if texture == "melody" else 5
     for tonic in (0, 7):
         major = np.roll(pitch_class_profile(render(spec(mode="major", tonic=tonic, instrument=instrument, texture=texture))), -tonic)
         minor = np.roll(pitch_class_profile(render(spec(mode="minor", tonic=tonic, instrument=instrument, texture=texture))), -tonic)
-        assert major[4] > 5 * major[3], (tonic, major.round(2))
-        assert minor[3] > 5 * minor[4], (tonic, minor.round(2))
+        assert major[4] > margin * major[3], (tonic, major.round(2))
+        assert minor[3] > margin * minor[4], (tonic, minor.round(2))
+
+
+def test_major_sounds_brighter_than_minor():
+    """The moods' "bright" and "dark" are audible as timbre too: the same piece in minor has a much lower
+    spectral centroid than in major, on every instrument."""
+    for instrument in ("piano", "guitar", "bells", "strings"):
+        major, minor = (spectral_centroid(render(spec(mode=m, instrument=instrument))) for m in ("major", "minor"))
+        assert major > 1.5 * minor, (instrument, major, minor)
 
 
 def rms_db(x: np.ndarray) -> float:
@@ -186,14 +197,19 @@ def test_loud_is_much_louder_than_quiet():
     assert rms_db(render(spec(loudness="loud"))) - rms_db(render(spec(loudness="quiet"))) > 12
 
 
-def spectral_centroid(x: np.ndarray) -> float:
+def spectral_centroid(x: np.ndarray, max_hz: float = SAMPLE_RATE / 2) -> float:
     spectrum = np.abs(np.fft.rfft(x))
-    return float((np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE) * spectrum).sum() / spectrum.sum())
+    freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+    spectrum, freqs = spectrum[freqs <= max_hz], freqs[freqs <= max_hz]
+    return float((freqs * spectrum).sum() / spectrum.sum())
 
 
 @pytest.mark.parametrize("instrument", ["piano", "flute", "organ"])
 def test_register_moves_the_pitch_up(instrument):
-    low, middle, high = (spectral_centroid(render(spec(register=r, instrument=instrument))) for r in ("low", "middle", "high"))
+    """Measured below 3 kHz, where the notes and their first harmonics are (the flute's breath noise and
+    the major mood's treble lift sit above)."""
+    low, middle, high = (spectral_centroid(render(spec(register=r, instrument=instrument)), 3000.0)
+                         for r in ("low", "middle", "high"))
     assert low < middle < high
 
 
