@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data.demo import DEMO_CLIPS, DEMO_SEED, DEMO_TEST_CLIPS
-from data.demo.captions import ATTRIBUTES, TEST_TEMPLATES, TRAIN_TEMPLATES, caption
+from data.demo.captions import ATTRIBUTES, SHORT_TEMPLATES, TEST_TEMPLATES, TRAIN_TEMPLATES, caption
 from data.demo.generate import generate, plan, plan_variants
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 
@@ -91,11 +91,13 @@ def test_splits_hold_out_clips_and_templates():
 
 def test_variant_sets_differ_only_in_the_varied_attributes():
     """Training-only hard negatives: each set shares a render seed and everything but mode and instrument,
-    covers both values of each, and is captioned from the training templates only."""
+    covers both values of each, and is captioned from the training and short templates only."""
     clips = plan_variants(7, 5)
     assert [c.record() for c in clips] == [c.record() for c in plan_variants(7, 5)]
     assert len(clips) == 5 * 4 and {c.split for c in clips} == {"train"}
-    assert {t for c in clips for t in c.template_ids} <= {f"train/{i}" for i in range(len(TRAIN_TEMPLATES))}
+    assert {t for c in clips for t in c.template_ids} <= {f"train/{i}" for i in range(len(TRAIN_TEMPLATES))} | {
+        f"short/{i}" for i in range(len(SHORT_TEMPLATES))}
+    assert not set(SHORT_TEMPLATES) & set(TEST_TEMPLATES)
     for start in range(0, len(clips), 4):
         group = clips[start : start + 4]
         assert len({c.spec.seed for c in group}) == 1 and len({c.id for c in group}) == 4

@@ -124,6 +124,17 @@ TEST_TEMPLATES: tuple[str, ...] = (
     "{tempo}, {mood} and {loudness}, featuring {instrument} {rhythm}",
 )
 
+# Short, query-like captions ("slow sad piano"), added to the training-only variant sets (`plan_variants`):
+# people type queries like these, and the long templates alone leave them out of the text tower's reach.
+SHORT_TEMPLATES: tuple[str, ...] = (
+    "{instrument}",
+    "{mood} {instrument}",
+    "{tempo} {instrument}",
+    "{tempo} {mood} {instrument}",
+    "{instrument} {rhythm}",
+    "{loudness} {instrument} {texture}",
+)
+
 
 def caption(template: str, attributes: dict[str, str], rng: np.random.Generator) -> str:
     """Fill `template` with a randomly chosen synonym for each slot, then tidy spaces and punctuation."""

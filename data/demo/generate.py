@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.demo.captions import ATTRIBUTES, TEST_TEMPLATES, TRAIN_TEMPLATES, captions_for
+from data.demo.captions import ATTRIBUTES, SHORT_TEMPLATES, TEST_TEMPLATES, TRAIN_TEMPLATES, captions_for
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 
 TEMPO_BPM = {"slow": (62.0, 78.0), "medium": (96.0, 114.0), "fast": (138.0, 160.0)}
@@ -34,6 +34,7 @@ PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 OPUS_COMPRESSION = 0.94  # libsndfile's 0..1 scale; about 22 kbit/s for mono 24 kHz
 TRAIN_CAPTIONS_PER_CLIP = 8
 TEST_CAPTIONS_PER_CLIP = 3
+SHORT_CAPTIONS_PER_VARIANT = 2
 
 
 @dataclass(frozen=True)
@@ -114,12 +115,13 @@ def plan_variants(seed: int, pieces: int, vary: tuple[str, ...] = ("mode", "inst
     (random) value of every varied attribute: 2 ** len(vary) clips sharing the render seed, so the same
     timing and notes where the attribute allows. Batched together (`muqsearch train --group-by seed`),
     they are negatives that only the varied attributes tell apart: what random batches never ask for.
-    All use the training templates, so the held-out test templates stay unseen.
+    Captions come from the training templates plus a few short, query-like ones (SHORT_TEMPLATES); the
+    held-out test templates stay unseen.
     """
     unknown = sorted(set(vary) - set(ATTRIBUTES))
     if unknown or not vary:
         raise ValueError(f"vary must name attributes among {', '.join(ATTRIBUTES)}, got {list(vary)}")
-    rng = np.random.default_rng(seed)
+    rng, caption_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     planned = []
     for i in range(pieces):
         spec = draw_spec(rng)
@@ -130,14 +132,15 @@ def plan_variants(seed: int, pieces: int, vary: tuple[str, ...] = ("mode", "inst
         for v in range(2**len(vary)):
             attributes = dict(spec.attributes)
             attributes.update({name: swaps[name] for bit, name in enumerate(vary) if v >> bit & 1})
-            pairs = captions_for(attributes, TRAIN_TEMPLATES, TRAIN_CAPTIONS_PER_CLIP, rng)
+            pairs = captions_for(attributes, TRAIN_TEMPLATES, TRAIN_CAPTIONS_PER_CLIP, caption_rng)
+            short = captions_for(attributes, SHORT_TEMPLATES, SHORT_CAPTIONS_PER_VARIANT, caption_rng)
             planned.append(
                 DemoClip(
                     id=f"variant-{i + 1:05d}-{v}",
                     split="train",
                     spec=replace(spec, attributes=attributes),
-                    captions=[text for _, text in pairs],
-                    template_ids=[f"train/{index}" for index, _ in pairs],
+                    captions=[text for _, text in pairs + short],
+                    template_ids=[f"train/{index}" for index, _ in pairs] + [f"short/{index}" for index, _ in short],
                 )
             )
     return planned

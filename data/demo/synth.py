@@ -93,8 +93,7 @@ def piano(freq, seconds, velocity, rng):
     decays = (1.0 + 0.5 * k) * (freq / 260.0) ** 0.4
     # Three slightly detuned strings per note: the slow beating that sets a piano apart from struck bars.
     x = sum(_partials(freq * 2 ** (cents / 1200), n, ratios, amps, decays, rng=rng) for cents in (-1.5, 0.0, 1.5))
-    knock = np.convolve(rng.standard_normal(n), np.ones(12) / 12, mode="same") * np.exp(-np.arange(n) / (0.006 * SAMPLE_RATE))
-    return (x + 0.25 * velocity * knock.astype(np.float32)) * _envelope(n, 0.003, 0.2, seconds)
+    return x * _envelope(n, 0.003, 0.2, seconds)
 
 
 def guitar(freq, seconds, velocity, rng):
