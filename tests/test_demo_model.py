@@ -42,20 +42,30 @@ def test_shipped_figures_reproduce_and_meet_the_targets(tmp_path):
         assert got["r@10"]["value"] >= 0.8, direction
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: the shipped demo model ranks slow minor *guitar* above piano for "
-                   "'slow sad piano' (short queries are unlike the long training captions); the other examples pass")
-def test_example_queries_find_clips_with_their_attributes():
-    """Over the whole demo library, each example query's top 3 clips carry its attributes."""
+@pytest.fixture(scope="module")
+def library_vectors():
+    """The shipped demo model and its unit audio vectors over the whole demo library."""
     from indexer.audio import load_audio
     from muq_model import MuQMuLan
 
     model = MuQMuLan.from_pretrained(DEMO_MODEL_DIR).eval()
     records = load_records()
     audio = model.embed_audio([load_audio(r["path"], sample_rate=24000) for r in records]).numpy()
-    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
-    text = model.embed_text([query for query, _ in EXAMPLE_QUERIES]).numpy()
-    for (query, expected), scores in zip(EXAMPLE_QUERIES, text @ audio.T, strict=True):
-        top = [records[i]["attributes"] for i in np.argsort(-scores)[:3]]
-        matching = sum(all(a[k] == v for k, v in expected.items()) for a in top)
-        assert matching >= 2, (query, top)
+    return model, records, audio / np.linalg.norm(audio, axis=1, keepdims=True)
+
+
+KNOWN_MISSES = {"quiet bells with no drums": "the demo model finds bells but hears neither loudness nor the absence "
+                                              "of drums well enough (model card, Known limits)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query, expected", [
+    pytest.param(q, e, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[q])] if q in KNOWN_MISSES else [])
+    for q, e in EXAMPLE_QUERIES
+])
+def test_example_query_finds_clips_with_its_attributes(library_vectors, query, expected):
+    """Over the whole demo library, at least 2 of the example query's top 3 clips carry all its attributes."""
+    model, records, audio = library_vectors
+    scores = model.embed_text([query]).numpy()[0] @ audio.T
+    top = [records[i]["attributes"] for i in np.argsort(-scores)[:3]]
+    assert sum(all(a[k] == v for k, v in expected.items()) for a in top) >= 2, top

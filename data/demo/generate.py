@@ -34,7 +34,7 @@ PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 OPUS_COMPRESSION = 0.94  # libsndfile's 0..1 scale; about 22 kbit/s for mono 24 kHz
 TRAIN_CAPTIONS_PER_CLIP = 8
 TEST_CAPTIONS_PER_CLIP = 3
-SHORT_CAPTIONS_PER_VARIANT = 2
+SHORT_CAPTIONS_PER_VARIANT = 4
 
 
 @dataclass(frozen=True)
