@@ -8,10 +8,11 @@ attributes, captions and the template ids they came from, and OUT/eval_test.json
 (audio_path, text, group) rows for `muqsearch eval`. The same seed gives the same attributes,
 captions and waveforms (the Opus encoder runs on identical input).
 
-    python -m data.demo.generate --seed 7 --variants 800 --out /tmp/variants
+    python -m data.demo.generate --seed 8 --variants 600 --out VARIANTS
 
-writes training-only clips instead (captions.jsonl, no test split): 800 pieces, each rendered once per
-combination of two values of mode and instrument, for hard-negative batches (`plan_variants`).
+writes training-only clips instead (captions.jsonl, no test split): 600 pieces, each rendered once per
+combination of two values of mode and instrument, for hard-negative batches (`plan_variants`). That is
+the demo model's extra training data (data/demo/model/MODEL_CARD.md).
 """
 
 from __future__ import annotations
