@@ -184,16 +184,6 @@ INSTRUMENTS = {
     "brass": brass,
 }
 
-def mood_tilt(x: np.ndarray, mode: str) -> np.ndarray:
-    """Colour the lead by mood, so "bright" and "dark" captions are true: minor is low-passed (12 dB per
-    octave above 1 kHz), major gets up to 8 dB more treble. Harmony alone is a subtle cue; timbre is blunt."""
-    freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
-    if mode == "minor":
-        gain = 1.0 / (1.0 + (freqs / 1000.0) ** 2)
-    else:
-        gain = np.minimum(2.5, np.sqrt(1.0 + (freqs / 2500.0) ** 2))
-    return np.fft.irfft(np.fft.rfft(x) * gain, n=len(x)).astype(np.float32)
-
 
 # --------------------------------------------------------------------------------------------------
 # Drums
@@ -254,6 +244,17 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Clip rendering
 # --------------------------------------------------------------------------------------------------
+
+
+def mood_tilt(x: np.ndarray, mode: str) -> np.ndarray:
+    """Colour the lead by mood, so "bright" and "dark" captions are true: minor is low-passed (12 dB per
+    octave above 1 kHz), major gets up to 8 dB more treble. Harmony alone is a subtle cue; timbre is blunt."""
+    freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+    if mode == "minor":
+        gain = 1.0 / (1.0 + (freqs / 1000.0) ** 2)
+    else:
+        gain = np.minimum(2.5, np.sqrt(1.0 + (freqs / 2500.0) ** 2))
+    return np.fft.irfft(np.fft.rfft(x) * gain, n=len(x)).astype(np.float32)
 
 
 def render(spec: ClipSpec) -> np.ndarray:
