@@ -3,6 +3,11 @@
 Each subcommand lives in the package that owns its concern: its module defines
 ``add_arguments_<name>(parser)`` and ``run_<name>(args) -> int`` (exit code). Command modules import
 torch and friends inside ``run_<name>`` so that ``muqsearch --help`` stays instant.
+
+Exit status, the same for every command (README "Exit status"): 0 done; 1 the command ran and found
+nothing or failed on the data (no match, nothing indexable, a checkpoint or evaluation that fails);
+2 the command cannot run as asked (a usage error, a missing file, library or model, a bad filter or
+query), said in one line on stderr before any model loads where it can be; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import argparse
 import importlib
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-LIBRARY_ENV = "MUQSEARCH_LIBRARY"
+from indexer.layout import LIBRARY_ENV
+
 MODEL_ENV = "MUQSEARCH_MODEL"
+CATALOG_ENV = "MUQSEARCH_CATALOG"  # = indexer.catalog.CATALOG_ENV, which Library.open reads
 
 
 @dataclass(frozen=True)
@@ -24,28 +32,23 @@ class Command:
     module: str
 
     def load(self):
-        """The module implementing this command, or None while it is not implemented yet."""
-        try:
-            module = importlib.import_module(self.module)
-        except ModuleNotFoundError as exc:
-            if exc.name and self.module.startswith(exc.name):
-                return None
-            raise
-        return module if hasattr(module, f"run_{self.name}") else None
+        """The module implementing this command."""
+        return importlib.import_module(self.module)
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("index", "scan folders and add their tracks to the library", "indexer.commands"),
-    Command("status", "show what the library holds: counts, errors, model, index", "indexer.commands"),
-    Command("search", "find tracks that match a text description", "app.commands"),
+    Command("index", "scan folders and embed new or changed tracks into the library (incremental, resumable)", "indexer.commands"),
+    Command("status", "counts, errors, model and index of a library (default: the one `search` and `serve` use)", "indexer.commands"),
+    Command("search", "tracks (and with --moments, the best 10 s of each) matching a text description", "app.commands"),
     Command("similar", "find library tracks that sound like a file or a track id", "app.commands"),
     Command("describe", "list the tags and descriptions that fit a file or a track id", "app.commands"),
     Command("texts", "manage the text collections that `describe` ranks", "app.commands"),
-    Command("serve", "run the web UI and API", "app.commands"),
-    Command("demo", "show the bundled demo world and run example queries", "app.commands"),
-    Command("eval", "measure Recall@k / MRR of text<->music retrieval on a labelled set", "evaluation.commands"),
+    Command("serve", "the web UI and API (binds 127.0.0.1 unless --host says otherwise)", "app.commands"),
+    Command("demo", "describe the bundled demo world and run example queries", "app.commands"),
+    Command("eval", "Recall@k / MRR / mAP@10 of text<->music retrieval on a labelled set, with confidence intervals", "evaluation.commands"),
     Command("train", "train or fine-tune MuQ-MuLan on (audio, caption) pairs", "app.train_command"),
     Command("model", "download, convert or inspect MuQ-MuLan checkpoints", "muq_model.commands"),
+    Command("pretrain", "pretrain MuQ self-supervised: Mel-RVQ tokenizer, masked-token prediction, iteration", "app.pretrain_command"),
 )
 
 
@@ -60,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         # Global options are also accepted after the subcommand (`muqsearch index --library L ROOT`).
         add_global_options(p, top_level=False)
-        module = command.load()
-        if module is not None:
-            getattr(module, f"add_arguments_{command.name}")(p)
+        getattr(command.load(), f"add_arguments_{command.name}")(p)
         p.set_defaults(_command=command)
     return parser
 
@@ -78,11 +79,19 @@ def add_global_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         help=f"library directory (catalog + vector index); env {LIBRARY_ENV}; default: the demo library",
     )
     group.add_argument(
+        "--catalog",
+        metavar="URL",
+        default=default(os.environ.get(CATALOG_ENV)),
+        help=f"keep the catalog in this database (postgresql://USER@HOST/DB) instead of the library's "
+        f"SQLite file; env {CATALOG_ENV}",
+    )
+    group.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
         default=default(os.environ.get(MODEL_ENV)),
-        help="hub id or local directory of a MuQ-MuLan checkpoint; default: the library's model, "
-        "else the bundled demo model",
+        help="hub id or local directory of a MuQ-MuLan checkpoint; default: the model the library was "
+        "indexed with; `index` of a new library and `train` need one, the other commands fall back to the "
+        "bundled demo model",
     )
     group.add_argument(
         "--device",
@@ -102,14 +111,35 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 2
-    module = command.load()
-    if module is None:
-        print(f"muqsearch {command.name}: not implemented yet", file=sys.stderr)
-        return 3
+    if command.name == "status":  # status reports the library search/serve would use, demo included
+        from app.choose import demo_library_dir, library_in_use
+        from indexer.layout import has_catalog
+
+        args.library = str(library_in_use(args.library))
+        if args.library == str(demo_library_dir()) and not has_catalog(demo_library_dir()):
+            print("muqsearch status: the demo library is not indexed yet: `muqsearch serve` or `muqsearch demo` "
+                  f"indexes it into {args.library} on first start", file=sys.stderr)
+            return 2
     from muq_model.runtime import configure_threads
 
     configure_threads()
-    return int(getattr(module, f"run_{command.name}")(args) or 0)
+    with catalog_env(args.catalog):
+        return int(getattr(command.load(), f"run_{command.name}")(args) or 0)
+
+
+@contextmanager
+def catalog_env(url: str | None):
+    """Every library the command opens uses this catalog (set for the command only)."""
+    before = os.environ.get(CATALOG_ENV)
+    if url:
+        os.environ[CATALOG_ENV] = url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CATALOG_ENV, None)
+        else:
+            os.environ[CATALOG_ENV] = before
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,22 +21,23 @@ DEFAULT_K = 10
 
 
 def _fail(command: str, message: str) -> int:
+    """Exit status 2: the command cannot run as asked (see the convention in app/cli.py)."""
     print(f"muqsearch {command}: {message}", file=sys.stderr)
-    return 1
+    return 2
 
 
 def _open_service(args, *, index: bool = False):
     """(service, setup, model label) for the library and model the global options (or defaults) name."""
-    from app import demo
+    from app import choose
     from app.search import SearchService, ServiceLimits
     from muq_model import MuQMuLan
     from muq_model.runtime import select_device
 
-    setup = demo.resolve(args.library, args.model)
+    setup = choose.resolve(args.library, args.model)
     setup = dataclasses.replace(setup, model=canonical_model_name(setup.model))
     model = MuQMuLan.from_pretrained(setup.model, device=select_device(args.device)).eval()
     if index:
-        demo.index_if_needed(setup, model, setup.model)
+        choose.index_if_needed(setup, model, setup.model)
     limits = ServiceLimits()
     if getattr(args, "max_upload_mb", None):
         limits.max_upload_bytes = int(args.max_upload_mb * 2**20)
@@ -54,7 +55,8 @@ def _add_result_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", metavar="OUT", help="also write the results as .m3u, .csv or .json (by extension)")
 
 
-def _print_results(args, results, heading: str) -> None:
+def _print_results(args, results, heading: str, no_match) -> int:
+    """Print (and export) the results; no result exits with status 1 and says why on stderr (like grep)."""
     from app import export
 
     if args.m3u:
@@ -63,20 +65,37 @@ def _print_results(args, results, heading: str) -> None:
         export.write(results, args.export)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-        return
     if not results:
-        print("No tracks match.")
-        return
+        print(no_match(), file=sys.stderr)
+        return 1
+    if args.json:
+        return 0
     print(heading)
     for rank, r in enumerate(results, 1):
         who = f" — {r.artist}" if r.artist else ""
         moment = f"  [{r.moment.start:g}–{r.moment.end:g} s]" if r.moment else ""
         print(f"{rank:3d}. {r.score:6.3f}  {r.title}{who}{moment}\n      {r.path}")
+    return 0
+
+
+def _check_inputs(args, *, query: str | None = None, source: str | None = None) -> None:
+    """Refuse a bad question before the model loads (seconds): an empty or over-long query, a k out of
+    range, an audio file that is not there. Filters are parsed by the caller, also before loading."""
+    from app.search import MAX_K, check_query, check_source
+
+    if query is not None:
+        check_query(query)
+    if source is not None:
+        check_source(source)
+    if hasattr(args, "k") and not 1 <= args.k <= MAX_K:
+        from app.search import SearchError
+
+        raise SearchError(f"-k must be between 1 and {MAX_K}, got {args.k}")
 
 
 def _run(command: str, body) -> int:
-    """Run body(); user-facing errors become one line on stderr and exit code 1, never a traceback."""
-    from app.demo import SetupError
+    """Run body(); user-facing errors become one line on stderr and exit status 2, never a traceback."""
+    from app.choose import SetupError
     from app.filters import FilterError
     from app.search import SearchError
     from app.texts import TextsError
@@ -98,15 +117,7 @@ def add_arguments_search(parser: argparse.ArgumentParser) -> None:
 
 
 def run_search(args) -> int:
-    def body():
-        from app.filters import Filters
-
-        filters = Filters.parse(args.filter)
-        service, _ = _open_service(args)
-        results = service.search(args.query, args.k, filters=filters, moments=args.moments)
-        _print_results(args, results, f"Tracks matching “{args.query}”:")
-
-    return _run("search", body)
+    return _run_ranked("search", args, f"Tracks matching “{args.query}”:", query=args.query)
 
 
 def add_arguments_similar(parser: argparse.ArgumentParser) -> None:
@@ -115,15 +126,24 @@ def add_arguments_similar(parser: argparse.ArgumentParser) -> None:
 
 
 def run_similar(args) -> int:
+    return _run_ranked("similar", args, f"Tracks that sound like {args.source}:", source=args.source)
+
+
+def _run_ranked(command: str, args, heading: str, *, query: str | None = None, source: str | None = None) -> int:
+    """`search` (a query) or `similar` (a source): filters and inputs checked, then the ranked tracks."""
     def body():
         from app.filters import Filters
 
         filters = Filters.parse(args.filter)
+        _check_inputs(args, query=query, source=source)
         service, _ = _open_service(args)
-        results = service.similar(args.source, args.k, filters=filters, moments=args.moments)
-        _print_results(args, results, f"Tracks that sound like {args.source}:")
+        if query is not None:
+            results = service.search(query, args.k, filters=filters, moments=args.moments)
+        else:
+            results = service.similar(source, args.k, filters=filters, moments=args.moments)
+        return _print_results(args, results, heading, lambda: service.no_match_message(filters))
 
-    return _run("similar", body)
+    return _run(command, body)
 
 
 def add_arguments_describe(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +154,7 @@ def add_arguments_describe(parser: argparse.ArgumentParser) -> None:
 
 def run_describe(args) -> int:
     def body():
+        _check_inputs(args, source=args.source)
         service, _ = _open_service(args)
         description = service.describe(args.source, args.k, similar_k=args.similar)
         if args.json:
@@ -176,6 +197,8 @@ def run_texts(args) -> int:
     def body():
         from app import texts
 
+        if args.texts_action == "add":
+            texts.read_collection_file(args.file)  # a missing or malformed file fails before the model loads
         service, _ = _open_service(args)
         catalog = service.library.catalog
         if args.texts_action == "add":
@@ -243,10 +266,10 @@ def add_arguments_demo(parser: argparse.ArgumentParser) -> None:
 
 def run_demo(args) -> int:
     def body():
-        from app import demo
+        from app import choose
 
         service, setup = _open_service(args, index=True)
-        print(demo.notice(setup, setup.model).replace("**", "").replace("`", ""), "\n")
+        print(choose.notice(setup, setup.model).replace("**", "").replace("`", ""), "\n")
         examples = setup.demo.examples if setup.demo and setup.demo.examples else ()
         if not examples:
             print("This library has no example queries; try `muqsearch search \"slow sad piano\"`.")

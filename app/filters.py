@@ -69,6 +69,37 @@ class Filters:
         parts += [f"tag={tag}" for tag in self.tags]
         return ", ".join(parts)
 
+    def parts(self) -> list[Filters]:
+        """One Filters per condition that is set (a range counts as one, each tag as one)."""
+        out = [Filters(artist=self.artist)] if self.artist else []
+        out += [Filters(album=self.album)] if self.album else []
+        if self.year_min is not None or self.year_max is not None:
+            out.append(Filters(year_min=self.year_min, year_max=self.year_max))
+        if self.duration_min is not None or self.duration_max is not None:
+            out.append(Filters(duration_min=self.duration_min, duration_max=self.duration_max))
+        return out + [Filters(tags=(tag,)) for tag in self.tags]
+
+    def explain_empty(self, tracks: TrackColumns, *, max_tags: int = 40) -> str:
+        """Why no track passes: each condition that no track meets on its own (an unknown tag with the
+        tags the library has), or that the conditions, each met by some tracks, are never met together."""
+        reasons = []
+        for part in self.parts():
+            if part.mask(tracks).any():
+                continue
+            if part.tags:
+                known = sorted({t for ts in tracks.tags for t in ts}, key=str.casefold)
+                listed = ", ".join(known[:max_tags]) + (f" and {len(known) - max_tags} more" if len(known) > max_tags else "")
+                reasons.append(f"no track has the tag {part.tags[0]!r} (tags in this library: {listed or 'none'})")
+            elif part.year_min is not None or part.year_max is not None:
+                known = int(np.isfinite(tracks.years).sum())
+                reasons.append(f"no track is from {part.describe().removeprefix('year=')}"
+                               + ("" if known else " (no track in this library has a year)"))
+            else:
+                reasons.append(f"no track has {part.describe()}")
+        if not reasons:
+            return f"No tracks match all of {self.describe()} together (each matches some tracks on its own)."
+        return "No tracks match: " + "; ".join(reasons) + "."
+
     def mask(self, tracks: TrackColumns) -> np.ndarray:
         """(n_tracks,) bool: which tracks pass. Unknown years/durations fail a range on that field."""
         keep = np.ones(len(tracks.ids), dtype=bool)

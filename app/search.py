@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.cache import LRUCache
 from app.filters import Filters, TrackColumns
+from app.texts import TextBank, TextCollections, TextsUnavailable, require_tokenizer
 from indexer.ann import index_kind
-from indexer.catalog import VOCABULARY_COLLECTION, IndexRun, Segment, Track, TrackTag
-from indexer.vectors import Library, LibraryError, VectorIndexes, index_ids
+from indexer.catalog import VOCABULARY_COLLECTION
+from indexer.layout import has_catalog
+from indexer.vectors import Library, LibraryError, VectorIndexes
 from muq_model.identity import same_vectors
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Snapshot:
     id_of_path: dict[str, int]  # every servable audio file (absolute, as stored) -> track id
     index_type: str
     segment_index_type: str
+    id_of_audio: dict[str, int] = field(default_factory=dict)  # decoded-audio hash (as indexed) -> track id
 
     @property
     def generation(self) -> int:
@@ -142,25 +144,11 @@ class Snapshot:
 
 
 def load_snapshot(library: Library) -> Snapshot:
-    """Read the current generation's indexes and the catalog rows of every track they hold.
-
-    Whole tables are read and then matched to the index's ids (an SQL ``IN`` over a large library's ids
-    would exceed SQLite's bound-parameter limit); rows the index does not hold yet are left out.
-    """
+    """Read the current generation's indexes and the catalog rows of every track they hold (rows the
+    index does not hold yet are left out)."""
     indexes = library.load()
-    held = set(index_ids(indexes.tracks).tolist())
-    held_segments = set(index_ids(indexes.segments).tolist())
-    with library.catalog.session() as s:
-        rows = [r for r in s.execute(
-            select(Track.id, Track.path, Track.title, Track.artist, Track.album, Track.year, Track.duration)
-            .order_by(Track.id)
-        ) if r.id in held]
-        tag_rows = [r for r in s.execute(select(TrackTag.track_id, TrackTag.tag, TrackTag.source, TrackTag.score))
-                    if r.track_id in held]
-        segment_rows = [r for r in s.execute(
-            select(Segment.id, Segment.track_id, Segment.start, Segment.end).order_by(Segment.track_id, Segment.index)
-        ) if r.id in held_segments]
-        roots = sorted({root for (value,) in s.execute(select(IndexRun.roots)) for root in json.loads(value or "[]")})
+    held = library.rows_held(indexes)
+    rows, tag_rows, segment_rows, roots = held.tracks, held.tags, held.segments, held.roots
     # auto-tags by score, then the file's own genres
     by_track: dict[int, list[tuple[int, float, str]]] = {}
     for track_id, tag, source, score in tag_rows:
@@ -191,27 +179,18 @@ def load_snapshot(library: Library) -> Snapshot:
         indexes=indexes,
         tracks=tracks,
         row_of={int(t): i for i, t in enumerate(tracks.ids)},
-        searchable=None if len(rows) == len(held) else tracks.ids,
+        searchable=None if len(rows) == int(indexes.tracks.ntotal) else tracks.ids,
         segments_of=segments_of,
         roots=tuple(roots),
         id_of_path={p: int(t) for p, t in zip(tracks.paths, tracks.ids, strict=True)},
         index_type=index_kind(indexes.tracks),
         segment_index_type=index_kind(indexes.segments),
+        id_of_audio={r.audio_hash: r.id for r in rows},
     )
 
 
 # --------------------------------------------------------------------------------------------------
 # The service
-
-
-@dataclass
-class TextBank:
-    """One text collection's texts and embeddings, as matrices ready to score."""
-
-    name: str
-    texts: list[str]
-    categories: list[str | None]
-    vectors: np.ndarray  # (n, dim) unit rows
 
 
 @dataclass
@@ -243,8 +222,9 @@ class SearchService:
         self._reload_lock = threading.Lock()
         self._model_lock = threading.Lock()  # one forward pass at a time: two cores, no oversubscription
         self._checked_at = 0.0
+        self._domain_report: tuple = (None, None)  # ((domain, generation), DomainReport)
         self._refused_generation: int | None = None
-        self._text_banks: dict[str, TextBank] = {}
+        self.texts = TextCollections(self.model, self._model_lock)
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
         self.reload()
@@ -271,7 +251,7 @@ class SearchService:
         with self._reload_lock:
             self._checked_at = time.monotonic()
             try:
-                if not (self.library_dir / "catalog.sqlite").exists():
+                if not has_catalog(self.library_dir):
                     return False
                 current, generation = self._snapshot, self.library.generation
                 if generation == 0 or (current is not None and generation <= current.generation):
@@ -317,20 +297,11 @@ class SearchService:
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
-        text = " ".join(str(text).split())
-        if not text:
-            raise SearchError("Type a description of the music you are looking for.")
-        if len(text) > self.limits.max_query_chars:
-            raise SearchError(
-                f"The query is {len(text)} characters long; the limit is {self.limits.max_query_chars}. "
-                "Describe the music in a sentence or two."
-            )
-        if not getattr(self.model, "has_tokenizer", False):
-            raise SearchError(
-                "The running model has no text tokenizer, so it cannot read text queries (describing and "
-                "similar-track search still work). Load a model directory that includes its tokenizer files "
-                "(`muqsearch model convert` writes one) or the hub model with network access once."
-            )
+        text = check_query(text, self.limits.max_query_chars)
+        try:
+            require_tokenizer(self.model)
+        except TextsUnavailable as exc:
+            raise SearchError(str(exc)) from exc
         return self.query_cache.get_or_compute((self._fingerprint_key, text), lambda: self._embed_texts([text])[0])
 
     def search(
@@ -339,6 +310,12 @@ class SearchService:
         """Tracks matching a description, best first."""
         vector = self.embed_query(query)
         return self._search_vector(self.snapshot(), vector, k, filters, moments, exclude=())
+
+    def no_match_message(self, filters: Filters | None) -> str:
+        """What to say when a question found no track: which filters exclude everything, and why."""
+        if filters is None or not filters.active:
+            return "No tracks match: the library holds no other track."
+        return filters.explain_empty(self.snapshot().tracks)
 
     # ---- music -> music ----------------------------------------------------------------------------
 
@@ -380,11 +357,9 @@ class SearchService:
 
     def text_banks(self) -> list[TextBank]:
         """The vocabulary and every user collection, embedded with the running model (cached in the catalog)."""
-        from app import texts
-
         try:
-            return texts.load_banks(self, self._text_banks)
-        except texts.TextsUnavailable as exc:
+            return self.texts.banks(self.library.catalog if has_catalog(self.library_dir) else None)
+        except TextsUnavailable as exc:
             raise SearchError(str(exc)) from exc
 
     # ---- helpers -----------------------------------------------------------------------------------
@@ -410,7 +385,13 @@ class SearchService:
 
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         """(dim,) unit vector of an audio file's first ``max_audio_seconds`` (the track embedding, renormalised)."""
+        return self._embed_samples(self._decode_file(path)[0])
+
+    def _decode_file(self, path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+        """(samples at the model's rate, up to ``max_audio_seconds``; the audio hash the indexer would
+        record for the file, or None when the file is longer than what is read)."""
         from indexer.audio import AudioDecodeError, stream_audio
+        from indexer.decode import AudioHasher
 
         path = Path(path)
         try:
@@ -423,19 +404,23 @@ class SearchService:
                 "Use a shorter excerpt of the track."
             )
         budget = int(self.limits.max_audio_seconds * self.model.sample_rate)
-        chunks, taken = [], 0
+        chunks, taken, hasher, whole = [], 0, AudioHasher(), True
         try:
-            for chunk in stream_audio(path, self.model.sample_rate):
+            for chunk in hasher.wrap(stream_audio(path, self.model.sample_rate)):
                 chunks.append(chunk[: budget - taken])
                 taken += len(chunks[-1])
                 if taken >= budget:
+                    whole = False
                     break
         except AudioDecodeError as exc:
             raise SearchError(f"Cannot decode {path.name} as audio: {exc.reason}") from exc
         if not chunks:
             raise SearchError(f"{path.name} holds no audio samples.")
+        return np.concatenate(chunks), hasher.hexdigest() if whole else None
+
+    def _embed_samples(self, samples: np.ndarray) -> np.ndarray:
         with self._model_lock:
-            vector = self.model.embed_audio([np.concatenate(chunks)], sample_rate=self.model.sample_rate)[0]
+            vector = self.model.embed_audio([samples], sample_rate=self.model.sample_rate)[0]
         vector = vector.numpy().astype(np.float32)
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
@@ -450,7 +435,13 @@ class SearchService:
             vector = snapshot.indexes.track_vectors([track_id])[0]
             return vector, (track_id,), f"track {track_id}: {snapshot.tracks.titles[snapshot.row_of[track_id]]}"
         path = Path(source)
-        return self.embed_file(path), (), path.name
+        samples, audio_hash = self._decode_file(path)
+        track_id = snapshot.id_of_audio.get(audio_hash) if snapshot is not None else None
+        if track_id is not None:  # the same audio as a library track (a copy, an upload): answer for it
+            vector = snapshot.indexes.track_vectors([track_id])[0]
+            title = snapshot.tracks.titles[snapshot.row_of[track_id]]
+            return vector, (track_id,), f"{path.name}, which is library track {track_id}: {title}"
+        return self._embed_samples(samples), (), path.name
 
     @staticmethod
     def track_id_of_path(snapshot: Snapshot, source) -> int | None:
@@ -502,37 +493,43 @@ class SearchService:
 
     # ---- facts for the Library tab and `status` ----------------------------------------------------
 
-    def summary(self) -> dict:
-        """Counts, errors, model, index type and generation: what the Library tab shows."""
-        snapshot = self._snapshot_or_none()
-        out = {
-            "library": str(self.library_dir),
-            "model": self.model_name or self._fingerprint.get("model_id"),
-            "model_fingerprint": self._fingerprint,
-            "has_tokenizer": bool(getattr(self.model, "has_tokenizer", False)),
-            "tracks": 0,
-            "segments": 0,
-            "errors": [],
-            "generation": None,
-            "index_type": None,
-            "roots": [],
-            "query_cache": {"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},
-            "problem": self._problem,
-        }
-        if (self.library_dir / "catalog.sqlite").exists():
-            from app.texts import list_collections
+    def domain_report(self):
+        """The library's tracks outside the running model's declared domain (None: it declares none),
+        checked once per index generation."""
+        from indexer.domain import check_library, declared_domain
 
-            catalog = self.library.catalog
-            counts = catalog.counts()
-            out.update(tracks=counts["tracks"], segments=counts["segments"],
-                       audio_hours=round(counts["audio_seconds"] / 3600, 2),
-                       errors=[e.to_dict() for e in catalog.errors()],
-                       library_model=catalog.get_meta("model_name"),
-                       text_collections=[c.to_dict() for c in list_collections(catalog, self._fingerprint)])
-        if snapshot is not None:
-            out.update(generation=snapshot.generation, index_type=snapshot.index_type,
-                       segment_index_type=snapshot.segment_index_type, roots=list(snapshot.roots),
-                       searchable_tracks=len(snapshot.tracks.ids))
+        domain, snapshot = declared_domain(self.model), self._snapshot
+        if domain is None or snapshot is None:
+            return None
+        key = (domain, snapshot.generation)
+        if self._domain_report[0] != key:
+            self._domain_report = (key, check_library(self.library.catalog, domain))
+        return self._domain_report[1]
+
+    def status(self) -> dict:
+        """The library's status (``indexer.status.library_status``, without the index check) and what the
+        running model and the served generation add: what the Library tab shows."""
+        from app.texts import list_collections
+        from indexer.status import library_status
+
+        snapshot = self._snapshot_or_none()
+        if has_catalog(self.library_dir):
+            out = library_status(self.library, check_index=False, domain=self.domain_report())
+            out["text_collections"] = [c.to_dict() for c in list_collections(self.library.catalog, self._fingerprint)]
+        else:
+            out = {"library": str(self.library_dir), "tracks": 0, "segments": 0, "audio_hours": 0.0, "errors": 0,
+                   "error_list": [], "model": None, "generation": 0, "index_type": None, "domain": None,
+                   "text_collections": []}
+        out.update(
+            running_model=self.model_name or self._fingerprint.get("model_id"),
+            running_fingerprint=self._fingerprint,
+            has_tokenizer=bool(getattr(self.model, "has_tokenizer", False)),
+            query_cache={"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},
+            problem=self._problem,
+            serving_generation=snapshot and snapshot.generation,
+            roots=list(snapshot.roots) if snapshot else [],
+            searchable_tracks=len(snapshot.tracks.ids) if snapshot else 0,
+        )
         return out
 
 
@@ -566,13 +563,40 @@ def rank_tracks(
 
 
 def best_moment(snapshot: Snapshot, track_id: int, query: np.ndarray) -> Moment | None:
-    """The track's 10 s segment closest to the query (None for a track without segments)."""
+    """The playable span of the track's clip closest to the query (None for a track without segments).
+
+    A moment is always a whole clip inside the track: the last clip of a track that does not divide into
+    clips is its tail wrapped around to the track's start, and plays as the track's last clip length;
+    a track shorter than a clip has the whole track as its moment.
+    """
     segment_ids, starts, ends = snapshot.segments_of.get(track_id, (None, None, None))
     if segment_ids is None or segment_ids.size == 0:
         return None
     scores = snapshot.indexes.segment_vectors(segment_ids) @ query
     best = int(np.argmax(scores))
-    return Moment(start=round(float(starts[best]), 3), end=round(float(ends[best]), 3), score=float(scores[best]))
+    clip, track_end = float(np.max(ends - starts)), float(np.max(ends))  # the first clip is a whole one
+    start = max(0.0, min(float(starts[best]), track_end - clip))
+    return Moment(start=round(start, 3), end=round(min(start + clip, track_end), 3), score=float(scores[best]))
+
+
+def check_query(text: str, max_chars: int = MAX_QUERY_CHARS) -> str:
+    """The query with its whitespace normalised; SearchError for an empty or over-long one."""
+    text = " ".join(str(text).split())
+    if not text:
+        raise SearchError("Type a description of the music you are looking for.")
+    if len(text) > max_chars:
+        raise SearchError(
+            f"The query is {len(text)} characters long; the limit is {max_chars}. "
+            "Describe the music in a sentence or two."
+        )
+    return text
+
+
+def check_source(source) -> None:
+    """SearchError unless ``source`` is a track id or names an existing file (checked before any model loads)."""
+    if _as_track_id(source) is None and not Path(source).is_file():
+        what = "is a folder, not an audio file" if Path(source).is_dir() else "does not exist"
+        raise SearchError(f"{source} {what}: give an audio file or the id of a library track.")
 
 
 def _as_track_id(source) -> int | None:

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select
 
-from indexer.catalog import VOCABULARY_COLLECTION, Text_, TextCollection, stack_blobs, to_blob
+from indexer.catalog import VOCABULARY_COLLECTION
+from indexer.text_collections import (
+    collection_counts,
+    collection_heads,
+    delete_collection,
+    read_collection,
+    write_collection,
+)
 from muq_model.identity import vector_space
 
 RESERVED_PREFIX = "builtin:"
@@ -31,7 +38,30 @@ class TextsError(ValueError):
 
 
 class TextsUnavailable(RuntimeError):
-    """Text collections cannot be embedded with the running model (it has no tokenizer)."""
+    """The running model cannot embed text (it has no tokenizer)."""
+
+
+NO_TOKENIZER = (
+    "The running model has no text tokenizer, so it cannot read text: text search, tags and descriptions "
+    "are off (similar-track search still works). Load a model directory that includes its tokenizer files "
+    "(`muqsearch model convert` writes one) or the hub model with network access once."
+)
+
+
+def require_tokenizer(model) -> None:
+    """TextsUnavailable unless ``model`` can embed text: the one check, with the one message."""
+    if not getattr(model, "has_tokenizer", False):
+        raise TextsUnavailable(NO_TOKENIZER)
+
+
+@dataclass
+class TextBank:
+    """One text collection's texts and embeddings, as matrices ready to score."""
+
+    name: str
+    texts: list[str]
+    categories: list[str | None]
+    vectors: np.ndarray  # (n, dim) unit rows
 
 
 @dataclass(frozen=True)
@@ -96,120 +126,84 @@ def add_collection(catalog, model, path: str | os.PathLike, name: str | None = N
     """Embed a collection file's texts with ``model`` and store them under ``name`` (default: the file name)."""
     texts, categories = read_collection_file(path)
     name = _check_name(name or Path(path).stem)
-    with catalog.session() as s:
-        exists = s.scalar(select(TextCollection.id).where(TextCollection.name == name)) is not None
-    if exists and not replace:
+    if name in collection_heads(catalog) and not replace:
         raise TextsError(f"a collection named {name!r} exists already: remove it first or pass --replace")
     store_collection(catalog, model, name, texts, categories, description=str(Path(path).resolve()))
     return CollectionInfo(name, len(texts), str(Path(path).resolve()), True)
 
 
 def remove_collection(catalog, name: str) -> None:
-    name = _check_name(name)
-    with catalog.session.begin() as s:
-        if s.execute(delete(TextCollection).where(TextCollection.name == name)).rowcount == 0:
-            raise TextsError(f"there is no text collection named {name!r} (see `muqsearch texts list`)")
+    if not delete_collection(catalog, _check_name(name)):
+        raise TextsError(f"there is no text collection named {name!r} (see `muqsearch texts list`)")
 
 
 def list_collections(catalog, fingerprint: dict | None = None) -> list[CollectionInfo]:
-    from sqlalchemy import func
-
     wanted = None if fingerprint is None else vector_space(fingerprint)
-    with catalog.session() as s:
-        rows = s.execute(
-            select(TextCollection.name, TextCollection.description, TextCollection.fingerprint, func.count(Text_.id))
-            .join(Text_, isouter=True)
-            .group_by(TextCollection.id)
-            .order_by(TextCollection.name)
-        ).all()
-    return [CollectionInfo(n, c, d, wanted is None or f == wanted) for n, d, f, c in rows]
+    return [CollectionInfo(n, c, d, wanted is None or f == wanted) for n, d, f, c in collection_counts(catalog)]
 
 
-def store_collection(catalog, model, name, texts, categories, *, description=None, source_hash=None) -> np.ndarray:
+def store_collection(catalog, model, name, texts, categories, *, description=None) -> np.ndarray:
     """Embed texts and (re)write the collection in one transaction; returns the (n, dim) embeddings."""
     vectors = _embed(model, texts)
-    fingerprint = model.vector_space()
     with catalog.session.begin() as s:
-        s.execute(delete(TextCollection).where(TextCollection.name == name))
-        collection = TextCollection(name=name, description=description, fingerprint=fingerprint, source_hash=source_hash)
-        collection.texts = [
-            Text_(text=t, category=c, embedding=to_blob(v)) for t, c, v in zip(texts, categories, vectors, strict=True)
-        ]
-        s.add(collection)
+        write_collection(s, name, texts, categories, vectors, fingerprint=model.vector_space(), description=description)
     return vectors
 
 
-def load_banks(service, memo: dict) -> list:
-    """The vocabulary and user collections as TextBanks for the service's model.
+class TextCollections:
+    """The texts ``describe`` ranks for one running model: the vocabulary and the user's collections as
+    TextBanks, kept until their catalog rows change. The search service owns one and shares its model
+    lock with it (one forward pass at a time)."""
 
-    The vocabulary's embeddings are the indexer's auto-tagging cache (``AutoTagger.for_model``); a user
-    collection embedded by another model is embedded again and stored. Fresh collections are read from
-    the catalog once and then kept in ``memo`` until their row changes.
-    """
-    from app.search import TextBank
-    from indexer.autotag import AutoTagger
+    def __init__(self, model, lock: threading.Lock):
+        self.model = model
+        self.lock = lock
+        self._memo: dict[tuple, TextBank] = {}
 
-    model = service.model
-    if not getattr(model, "has_tokenizer", False):
-        raise TextsUnavailable(
-            "The running model has no text tokenizer, so it cannot score tags or descriptions "
-            "(similar-track search still works). Load a model directory that includes its tokenizer files."
-        )
-    fingerprint = model.vector_space()
-    has_catalog = (service.library_dir / "catalog.sqlite").exists()
-    vocab_key = (VOCABULARY_COLLECTION, fingerprint)
-    if vocab_key not in memo:
-        with service._model_lock:
-            if has_catalog:
-                tagger = AutoTagger.for_model(model, service.library.catalog)
-            else:  # no library yet: embed in memory only
-                from data.vocabulary import load_vocabulary
+    def banks(self, catalog) -> list[TextBank]:
+        """The vocabulary and user collections as TextBanks (``catalog`` None: no library yet, the
+        vocabulary is embedded in memory only).
 
-                vocabulary = load_vocabulary()
-                tagger = AutoTagger(vocabulary, _embed(model, vocabulary.texts))
-        tags = tagger.vocabulary.tags
-        memo[vocab_key] = TextBank(VOCABULARY_COLLECTION, [t.tag for t in tags], [t.category for t in tags],
-                                   tagger.text_vectors)
-    banks = [memo[vocab_key]]
-    if not has_catalog:
+        The vocabulary's embeddings are the indexer's auto-tagging cache (``AutoTagger.for_model``); a user
+        collection embedded by another model is embedded again and stored.
+        """
+        from indexer.autotag import AutoTagger
+
+        model, memo = self.model, self._memo
+        require_tokenizer(model)
+        fingerprint = model.vector_space()
+        vocab_key = (VOCABULARY_COLLECTION, fingerprint)
+        if vocab_key not in memo:
+            with self.lock:
+                if catalog is not None:
+                    tagger = AutoTagger.for_model(model, catalog)
+                else:
+                    from data.vocabulary import load_vocabulary
+
+                    vocabulary = load_vocabulary()
+                    tagger = AutoTagger(vocabulary, _embed(model, vocabulary.texts))
+            tags = tagger.vocabulary.tags
+            memo[vocab_key] = TextBank(VOCABULARY_COLLECTION, [t.tag for t in tags], [t.category for t in tags],
+                                       tagger.text_vectors)
+        banks = [memo[vocab_key]]
+        if catalog is None:
+            return banks
+        heads = {n: h for n, h in collection_heads(catalog).items() if n != VOCABULARY_COLLECTION}
+        for name, head in heads.items():
+            if head[2] != fingerprint:  # a user collection embedded by another model
+                texts, categories, _ = read_collection(catalog, head[0])
+                with self.lock:
+                    store_collection(catalog, model, name, texts, categories, description=head[4])
+                heads[name] = collection_heads(catalog)[name]
+        for name in sorted(heads):
+            key = (name, *heads[name][:4])
+            if key not in memo:
+                texts, categories, vectors = read_collection(catalog, heads[name][0])
+                memo[key] = TextBank(name, texts, categories, vectors)
+            banks.append(memo[key])
         return banks
-    catalog = service.library.catalog
-    heads = {n: h for n, h in _collection_heads(catalog).items() if n != VOCABULARY_COLLECTION}
-    for name, head in heads.items():
-        if head[2] != fingerprint:  # a user collection embedded by another model
-            texts, categories, _ = _read_collection(catalog, head[0])
-            with service._model_lock:
-                store_collection(catalog, model, name, texts, categories, description=head[4])
-            heads[name] = _collection_heads(catalog)[name]
-    for name in sorted(heads):
-        key = (name, *heads[name][:4])
-        if key not in memo:
-            texts, categories, vectors = _read_collection(catalog, heads[name][0])
-            memo[key] = TextBank(name, texts, categories, vectors)
-        banks.append(memo[key])
-    return banks
 
 
 def _embed(model, texts) -> np.ndarray:
-    if not getattr(model, "has_tokenizer", False):
-        raise TextsUnavailable("the running model has no text tokenizer, so it cannot score descriptions")
+    require_tokenizer(model)
     return model.embed_text(list(texts)).numpy().astype(np.float32)
-
-
-def _collection_heads(catalog) -> dict[str, tuple]:
-    """name -> (id, created, fingerprint, source_hash, description): enough to tell whether a row changed."""
-    with catalog.session() as s:
-        rows = s.execute(select(TextCollection.name, TextCollection.id, TextCollection.created,
-                                TextCollection.fingerprint, TextCollection.source_hash, TextCollection.description))
-        return {r.name: tuple(r)[1:] for r in rows}
-
-
-def _read_collection(catalog, collection_id: int) -> tuple[list[str], list[str | None], np.ndarray]:
-    with catalog.session() as s:
-        rows = s.execute(
-            select(Text_.text, Text_.category, Text_.embedding)
-            .where(Text_.collection_id == collection_id).order_by(Text_.id)
-        ).all()
-    dim = len(rows[0].embedding) // 4 if rows else 0
-    vectors = stack_blobs((r.embedding for r in rows), dim) if rows else np.zeros((0, 0), np.float32)
-    return [r.text for r in rows], [r.category for r in rows], vectors

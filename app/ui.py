@@ -56,8 +56,8 @@ class AppInfo:
 
 
 def app_info(setup) -> AppInfo:
-    """What the page says for an :class:`app.demo.Setup`: the demo world names itself and its limits."""
-    from app.demo import notice
+    """What the page says for an :class:`app.choose.Setup`: the demo world names itself and its limits."""
+    from app.choose import notice
 
     label = "the bundled demo model" if setup.demo else setup.model
     examples = setup.demo.examples if setup.demo and setup.demo.examples else DEFAULT_EXAMPLES
@@ -125,10 +125,15 @@ def _clock(seconds: float | None, *, tenths: bool = False) -> str:
 
 
 def results_html(results: list[Result]) -> str:
+    """Result cards; an artist and album shared by every card (a whole album, the demo world) are said
+    once above them, not on each card."""
+    e = html.escape
+    shared = [x for x in ("artist", "album") if len(results) > 1 and len({getattr(r, x) for r in results}) == 1]
+    heading = " · ".join(e(getattr(results[0], x)) for x in shared if getattr(results[0], x))
     cards = []
     for rank, r in enumerate(results, 1):
-        e = html.escape
-        facts = " · ".join(e(str(x)) for x in (r.artist, r.album, r.year) if x)
+        facts = " · ".join(e(str(getattr(r, x))) for x in ("artist", "album", "year")
+                           if getattr(r, x) and x not in shared)
         tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
         moment = ""
         if r.moment is not None:
@@ -138,7 +143,7 @@ def results_html(results: list[Result]) -> str:
             f'<div class="mq-card" data-track-id="{r.track_id}">'
             f'<div class="mq-head"><span class="mq-rank">{rank}</span>'
             f'<span class="mq-title">{e(r.title)}</span><span class="mq-score">{r.score:.3f}</span></div>'
-            f'<div class="mq-facts">{facts} · {_clock(r.duration)}</div>'
+            f'<div class="mq-facts">{facts + " · " if facts else ""}{_clock(r.duration)}</div>'
             f'{moment}<div class="mq-tags">{tags}</div>'
             f'<audio controls preload="metadata" src="{e(audio_url(r))}"></audio>'
             f'<div class="mq-actions">'
@@ -146,7 +151,8 @@ def results_html(results: list[Result]) -> str:
             f'<button class="mq-button" data-action="describe" data-track-id="{r.track_id}">Describe</button>'
             f'</div></div>'
         )
-    return f'<div class="mq-results">{"".join(cards)}</div>'
+    shared_line = f'<div class="mq-facts mq-shared">All tracks: {heading}</div>' if heading else ""
+    return f'{shared_line}<div class="mq-results">{"".join(cards)}</div>'
 
 
 def bars_html(matches, *, title: str) -> str:
@@ -208,8 +214,8 @@ def _message(exc: Exception) -> str:
 
 
 def _filters(artist, album, year_min, year_max, duration_min, duration_max, tags) -> Filters:
-    def number(value):
-        return None if value in (None, "") else value
+    def number(value):  # an untouched number box holds 0 (or nothing): no bound on that side
+        return None if value in (None, "") or float(value) == 0 else value
 
     duration_min, duration_max = number(duration_min), number(duration_max)
     filters = Filters(
@@ -224,6 +230,16 @@ def _filters(artist, album, year_min, year_max, duration_min, duration_max, tags
     if filters.year_min is not None and filters.year_max is not None and filters.year_min > filters.year_max:
         raise FilterError("the year range is empty: 'from' is after 'to'")
     return filters
+
+
+def _cut_query(query, limit: int) -> tuple[str, str]:
+    """(the query, at most ``limit`` characters, cut at a word; a sentence saying so when it was cut)."""
+    text = " ".join(str(query or "").split())
+    if len(text) <= limit:
+        return text, ""
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut, (f" Your description was {len(text)} characters long; only its first {len(cut)} were "
+                 f"searched (the limit is {limit}).")
 
 
 @dataclass
@@ -249,69 +265,74 @@ class Exports:
 # The app
 
 
-def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
-    exports = Exports()
+class Page:
+    """The page's event handlers, one named method per thing a user does (wired up in :func:`build_app`)."""
 
-    def answer(results: list[Result], headline: str, stem: str):
-        files = exports.write(results, stem)
+    def __init__(self, service: SearchService):
+        self.service = service
+        self.exports = Exports()
+
+    def answer(self, results: list[Result], headline: str, stem: str):
+        files = self.exports.write(results, stem)
         buttons = [gr.DownloadButton(value=f, visible=f is not None) for f in files]
         return (headline, results_html(results), *buttons)
 
-    def run_search(query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+    def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+        query, cut = _cut_query(query, self.service.limits.max_query_chars)
         try:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
-            results = service.search(query, int(k), filters=filters, moments=bool(moments))
+            results = self.service.search(query, int(k), filters=filters, moments=bool(moments))
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
-            return answer([], _message(exc), "search")
+            return self.answer([], _message(exc), "search")
         if not results:
-            hint = " Loosen the filters." if filters.active else ""
-            return answer([], f"No tracks match.{hint}", "search")
-        where = f" with {filters.describe()}" if filters.active else ""
-        return answer(results, f"{len(results)} tracks for “{html.escape(query.strip())}”{where}.", "search")
+            return self.answer([], html.escape(self.service.no_match_message(filters)) + cut, "search")
+        where = f" with {html.escape(filters.describe())}" if filters.active else ""
+        return self.answer(results, f"{len(results)} tracks for “{html.escape(query)}”{where}.{cut}", "search")
 
-    def run_card_action(k, moments, describe_k, evt: gr.EventData):
+    def run_card_action(self, k, moments, describe_k, evt: gr.EventData):
         """A card's "More like this" (results on the Search tab) or "Describe" (the Describe tab)."""
         action, track_id = getattr(evt, "action", None), str(getattr(evt, "track_id", ""))
         if action == "describe":
-            return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id),
-                    *run_describe(None, track_id, describe_k))
-        untouched_describe = (gr.skip(),) * 7
+            return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id), None,
+                    *self.run_describe(None, track_id, describe_k))
+        untouched_describe = (gr.skip(),) * 8
         try:
-            results = service.similar(int(track_id), int(k), moments=bool(moments))
-            snapshot = service.snapshot()
+            results = self.service.similar(int(track_id), int(k), moments=bool(moments))
+            snapshot = self.service.snapshot()
             title = snapshot.tracks.titles[snapshot.row_of[int(track_id)]]
             headline = f"{len(results)} tracks that sound like “{html.escape(title)}”."
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             results, headline = [], _message(exc)
-        return (gr.Tabs(selected="search"), *answer(results, headline, "similar"), gr.skip(), *untouched_describe)
+        return (gr.Tabs(selected="search"), *self.answer(results, headline, "similar"), gr.skip(), *untouched_describe)
 
-    def run_describe(audio_path, track_choice, k):
+    def run_describe(self, audio_path, track_choice, k):
         """(message, tag bars, description bars, similar cards, 3 export buttons) for a clip or a track."""
         nothing = ("", "", "", *(gr.DownloadButton(visible=False),) * 3)
-        source = audio_path or track_choice or None
+        source = audio_path or track_choice or None  # choosing one clears the other (see the events below)
         if source is None:
             return ("Upload or record a clip, or pick a library track.", *nothing)
         try:
-            description: Description = service.describe(source, int(k), similar_k=int(k))
+            description: Description = self.service.describe(source, int(k), similar_k=int(k))
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return (_message(exc), *nothing)
-        headline = f"Best matches for {html.escape(Path(description.source).name if audio_path else description.source)}."
+        what = "the uploaded clip " if audio_path else "library "
+        headline = f"Best matches for {what}{html.escape(description.source)}."
         if description.note:
             headline += f"\n\n⚠️ {description.note}"
         tags = bars_html(description.tags, title="Tags")
         descriptions = bars_html(description.descriptions, title="Your descriptions") if description.descriptions else (
             "<p class='mq-facts'>Add your own descriptions with <code>muqsearch texts add FILE</code>.</p>")
-        _, similar_html, *buttons = answer(description.similar, "", "describe")
+        _, similar_html, *buttons = self.answer(description.similar, "", "describe")
         similar_block = f"<h4>Similar tracks in the library</h4>{similar_html}" if description.similar else ""
         return (headline, tags, descriptions, similar_block, *buttons)
 
-    def library_markdown() -> str:
-        s = service.summary()
+    def library_markdown(self) -> str:
+        s = self.service.status()
         lines = [
-            f"**Model:** {html.escape(str(s['model']))}" + ("" if s["has_tokenizer"] else " (no tokenizer: text search is off)"),
+            f"**Model:** {html.escape(str(s['running_model']))}" + ("" if s["has_tokenizer"] else " (no tokenizer: text search is off)"),
             f"**Library:** `{s['library']}`",
-            f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {s.get('audio_hours', 0)} h",
-            f"**Index:** {s['index_type'] or 'none yet'} (generation {s['generation'] or '–'}; "
+            f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {round(s['audio_hours'], 2)} h",
+            f"**Index:** {s['index_type'] or 'none yet'} (generation {s['serving_generation'] or '–'}; "
             f"segments: {s.get('segment_index_type') or '–'})",
             f"**Folders:** {', '.join(f'`{r}`' for r in s['roots']) or '–'}",
             "**Text collections:** " + (", ".join(f"{html.escape(c['name'])} ({c['count']})"
@@ -320,39 +341,58 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         ]
         if s.get("problem"):
             lines.append(f"⚠️ {html.escape(s['problem'])}")
+        if s.get("domain") and s["domain"]["warning"]:
+            lines.append(f"⚠️ {html.escape(s['domain']['warning'])}")
         return "  \n".join(lines)
 
-    def library_errors():
-        errors = service.summary()["errors"]
+    def domain_banner(self):
+        report = self.service.domain_report()
+        if report is None or report.ok:
+            return gr.Markdown("", visible=False)
+        return gr.Markdown(f"⚠️ **Wrong model for this music:** {html.escape(report.warning())}", visible=True)
+
+    def library_errors(self):
+        errors = self.service.status()["error_list"]
         return [[e["path"], e["stage"], e["message"]] for e in errors]
 
-    def track_choices():
+    def track_choices(self):
         try:
-            snapshot = service.snapshot()
+            snapshot = self.service.snapshot()
         except SearchError:
             return []
         t = snapshot.tracks
         return [(f"{t.titles[i]} — {t.artists[i] or 'unknown artist'} (#{t.ids[i]})", str(t.ids[i]))
                 for i in range(min(len(t.ids), MAX_TRACK_CHOICES))]
 
-    def tag_choices():
+    def tag_choices(self):
         try:
-            snapshot = service.snapshot()
+            snapshot = self.service.snapshot()
         except SearchError:
             return []
         return sorted({tag for tags in snapshot.tracks.tags for tag in tags}, key=str.casefold)
 
+    def refresh_library(self):
+        """The Library tab, the Describe tab's track list, the tag filter and the domain banner, fresh."""
+        return (self.library_markdown(), self.library_errors(), gr.Dropdown(choices=self.track_choices()),
+                gr.Dropdown(choices=self.tag_choices()), self.domain_banner())
+
+
+def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
+    """The page: its layout, then which :class:`Page` handler each event calls."""
+    page = Page(service)
     limits = service.limits
     # delete_cache: Gradio's copies of uploads and exports older than an hour go, checked every hour
     with gr.Blocks(title="MuQ Search", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# MuQ Search\nFind music by describing it. Model: **{html.escape(info.model_label)}**")
         if info.notice:
             gr.Markdown(info.notice, elem_id="model-notice")
+        domain_warning = gr.Markdown(visible=False, elem_id="domain-warning")
         with gr.Tabs() as tabs:
             with gr.Tab("Search", id="search"):
                 with gr.Row():
+                    # longer than the model reads (bounded for the payload): Page.run_search cuts it and says so
                     query = gr.Textbox(label="Describe the music", placeholder=info.examples[0], scale=5,
-                                       max_length=limits.max_query_chars, elem_id="query")
+                                       max_length=10 * limits.max_query_chars, elem_id="query")
                     search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
                 gr.Examples([[e] for e in info.examples], inputs=[query], label="Try")
                 with gr.Accordion("Options and filters", open=False):
@@ -363,7 +403,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                     with gr.Row():
                         artist = gr.Textbox(label="Artist contains")
                         album = gr.Textbox(label="Album contains")
-                        tags = gr.Dropdown(choices=tag_choices(), multiselect=True, label="Tags (all of)")
+                        tags = gr.Dropdown(choices=page.tag_choices(), multiselect=True, label="Tags (all of)")
                     with gr.Row():
                         year_min = gr.Number(label="Year from", precision=0)
                         year_max = gr.Number(label="Year to", precision=0)
@@ -381,7 +421,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                     clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="A clip",
                                     elem_id="describe-audio")
                     with gr.Column():
-                        track = gr.Dropdown(choices=track_choices(), label="…or a library track", value=None,
+                        track = gr.Dropdown(choices=page.track_choices(), label="…or a library track", value=None,
                                             filterable=True, elem_id="describe-track")
                         describe_k = gr.Slider(1, 30, value=10, step=1, label="How many")
                         describe_button = gr.Button("Describe", variant="primary", elem_id="describe-button")
@@ -405,19 +445,19 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
         search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags]
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
-            trigger(run_search, search_inputs, search_outputs, api_visibility="private")
+            trigger(page.run_search, search_inputs, search_outputs, api_visibility="private")
         describe_outputs = [describe_message, tag_bars, description_bars, similar, *describe_exports]
         for cards in (results, similar):
-            cards.click(run_card_action, [k, moments, describe_k], [tabs, *search_outputs, track, *describe_outputs],
-                        api_visibility="private")
-        describe_button.click(run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
-
-        def refresh_library():
-            return (library_markdown(), library_errors(), gr.Dropdown(choices=track_choices()),
-                    gr.Dropdown(choices=tag_choices()))
+            cards.click(page.run_card_action, [k, moments, describe_k],
+                        [tabs, *search_outputs, track, clip, *describe_outputs], api_visibility="private")
+        describe_button.click(page.run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
+        # one source at a time: a new clip unselects the library track, picking a track removes the clip
+        for clip_event in (clip.upload, clip.stop_recording):
+            clip_event(lambda: None, None, track, api_visibility="private")
+        track.input(lambda: None, None, clip, api_visibility="private")
 
         for trigger in (refresh.click, demo.load):  # on every page load too: a new generation shows up
-            trigger(refresh_library, None, [summary, errors, track, tags], api_visibility="private")
+            trigger(page.refresh_library, None, [summary, errors, track, tags, domain_warning], api_visibility="private")
         _api_endpoints(service)
     return demo
 
@@ -430,8 +470,9 @@ def _api_endpoints(service: SearchService) -> None:
         def call(*args):
             try:
                 return fn(*args)
-            except (SearchError, FilterError) as exc:
-                raise gr.Error(str(exc)) from None
+            except (SearchError, FilterError) as exc:  # the caller's mistake: one log line, no traceback
+                log.warning("/%s refused: %s", fn.__name__, exc)
+                raise gr.Error(str(exc), print_exception=False) from None
 
         return call
 

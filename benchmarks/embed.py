@@ -1,212 +1,195 @@
-"""Audio embedding throughput and memory of the full-size MuQ-MuLan-large architecture (random weights).
+"""Audio embedding: ours against the official muq package, paired in one process, with a per-part breakdown.
 
-Workloads: one 10 s clip, and one track of --track-seconds (default 3 min = 18 clips). Modes, each in
-its own subprocess so that peak RSS is its own:
-  official-serial  the official muq package (only when importable, e.g. in the oracle venv), clip by clip
-  ours-serial      our model, one clip per forward pass: the straightforward path (baseline in CI)
-  ours             embed_audio as shipped (stem clip by clip, Conformer batched over clips)
-  ours-int8        opt-in (--fast): dynamic int8 quantisation of the audio tower's Linears (in place),
-                   reported with its cosine against ours
-Every mode loads the same random checkpoint (written once by the parent). Figures: medians; speed as
-a ratio against the baseline measured in the same run; max |d| of the track embedding against the
-baseline; executed FLOPs per clip (the stem's Winograd convolutions execute fewer than the direct ones)
-and achieved GFLOP/s against benchmarks.matmul.roofline_gflops().
+Both sides load the same random full-size MuQ-MuLan-large checkpoint (written once by a subprocess), run
+in this process on the same torch build with the same threads, and embed the same waveforms: a 10 s clip,
+a 30 s track and a 3-min track (--workloads). Each pair times one call of each side, alternating the
+order (A B, then B A: ABBA), so that drift on a shared machine hits both sides alike; the ratio
+official / ours is taken per pair and reported as the median with its quartiles and min-max over the
+pairs. Forward hooks split each call into mel, stem, Conformer and heads (everything else: clip
+splitting, the MuLan transformer, projections). The official package is only importable in the oracle
+venv: run `PYTHONPATH=$PWD /work/oracle-venv/bin/python -m benchmarks embed`; elsewhere the baseline is
+our own fp32 model, which is how --precision modes are compared with fp32 in the project venv.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import Report, median
+from benchmarks.harness import Report, median, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 24000
+PARTS = ("mel", "stem", "conformer", "heads")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--track-seconds", type=float, default=180.0)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of the 1-clip workload")
-    parser.add_argument("--track-repeats", type=int, default=1, help="timed runs of the track workload")
-    parser.add_argument("--fast", action="store_true", help="also measure the int8 dynamic-quantisation mode")
+    parser.add_argument("--pairs", type=int, default=5, help="ABBA-alternated pairs of calls per workload")
+    parser.add_argument("--workloads", type=float, nargs="+", default=[10.0, 30.0, 180.0],
+                        help="track lengths in seconds")
+    parser.add_argument("--precision", default="fp32", help="our side's precision mode (muq_model.runtime.PRECISIONS)")
 
 
-# ---- worker (runs in a subprocess) -------------------------------------------------------------------
+class PartTimer:
+    """Accumulates wall time spent inside given methods, each wrapped in place on its object."""
 
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    def __init__(self, parts: dict):
+        self.seconds = dict.fromkeys(parts, 0.0)
+        for name, (owner, attribute) in parts.items():
+            setattr(owner, attribute, self._timed(name, getattr(owner, attribute)))
+
+    def _timed(self, name, method):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+        return timed
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 
-def _reset_peak_rss() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
+class Side:
+    """One embedder with its part timers: `call(wave)` -> ((1, dim) vector, total s, {part: s}).
+    mel: the named method of the MuQ module (ours `features`, official `preprocessing`)."""
+
+    def __init__(self, name: str, embed, muq_module, mel_method: str):
+        self.name, self.embed = name, embed
+        self.timer = PartTimer({"mel": (muq_module, mel_method), "stem": (muq_module.conv, "forward"),
+                                "conformer": (muq_module.conformer, "forward")})
+
+    def call(self, wave):
+        self.timer.reset()
+        start = time.perf_counter()
+        vector = self.embed(wave)
+        total = time.perf_counter() - start
+        parts = dict(self.timer.seconds)
+        parts["heads"] = total - sum(parts.values())
+        return vector, total, parts
 
 
-def _official_embedder(checkpoint: Path):
-    """The official MuQMuLan built offline (as in tests/fixtures/make_official_golden.py), our weights."""
-    import importlib.util
-
+def official_side(checkpoint: Path) -> Side:
+    """The official MuQMuLan built offline (as in tests/fixtures/make_official_golden.py) with our weights;
+    its text tower is dropped before loading (memory), the audio keys load strictly."""
     import torch
     from safetensors.torch import load_file
+
+    from muq_model.checkpoint import IGNORED_KEYS
 
     spec = importlib.util.spec_from_file_location("golden", REPO / "tests" / "fixtures" / "make_official_golden.py")
     golden = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(golden)
     model = golden.build_official(golden.LARGE_MUQ_CONFIG, golden.LARGE_W2V2_OVERRIDES, golden.LARGE_XLMR_CONFIG,
                                   golden.LARGE_MULAN_CONFIG, perturb_all=False)
-    from muq_model.checkpoint import IGNORED_KEYS
-
-    result = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
-    # Our checkpoint holds every tensor the features use; only the dead modules keep their random init.
-    used_missing = [k for k in result.missing_keys if not any(p.fullmatch(k) for p in IGNORED_KEYS)]
+    mulan = model.mulan_module
+    mulan.text = torch.nn.Identity()
+    state = {k: v for k, v in load_file(str(checkpoint / "model.safetensors")).items()
+             if not k.startswith(("mulan.text.", "mulan.text_to_latents."))}
+    result = model.load_state_dict(state, strict=False)
+    text_keys = ("mulan.text.", "mulan.text_to_latents.")
+    used_missing = [k for k in result.missing_keys
+                    if not k.startswith(text_keys) and not any(p.fullmatch(k) for p in IGNORED_KEYS)]
     if used_missing or result.unexpected_keys:
         raise RuntimeError(f"official model: missing {used_missing}, unexpected {result.unexpected_keys}")
     model.eval()
+    muq = next(m for m in model.modules() if hasattr(m, "conformer") and hasattr(m, "preprocessor_melspec_2048"))
 
     def embed(wave):
         with torch.inference_mode():
-            return model(wavs=[wave], parallel_processing=False)
+            return model(wavs=[wave])
 
-    return embed
+    return Side("official", embed, muq, "preprocessing")
 
 
-def _our_embedder(checkpoint: Path, mode: str):
+def our_side(checkpoint: Path, precision: str) -> Side:
     import torch
 
     from muq_model import MuQMuLan
 
-    model = MuQMuLan.from_pretrained(checkpoint, tokenizer=None)
-    if mode == "ours-serial":
-        model.clip_batch_samples = model.clip_samples  # one clip per forward pass
-    if mode == "ours-int8":  # in place: the int8 Linears replace the fp32 ones instead of sitting beside them
-        torch.ao.quantization.quantize_dynamic(model.audio, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    return lambda wave: model.embed_audio([wave])
-
-
-def worker(mode: str, checkpoint: str, out: str, threads: int, track_seconds: float, repeats: int,
-           track_repeats: int) -> None:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from muq_model.runtime import configure_threads
-
-    configure_threads(threads)
-    start = time.perf_counter()
-    embed = _official_embedder(Path(checkpoint)) if mode == "official-serial" else _our_embedder(Path(checkpoint), mode)
-    result = {"mode": mode, "load_s": time.perf_counter() - start, "rss_loaded_mb": _rss_mb("VmRSS")}
-    generator = torch.Generator().manual_seed(0)
-    clip = 0.1 * torch.randn(10 * SR, generator=generator)
-    track = 0.1 * torch.randn(int(track_seconds * SR), generator=generator)
-
-    _reset_peak_rss()
-    with FlopCounterMode(display=False) as counter:  # the warm-up run also counts the FLOPs of one clip
-        embed(clip)
-    result["clip_gflop"] = counter.get_total_flops() / 1e9
-    clip_times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        clip_vector = embed(clip)
-        clip_times.append(time.perf_counter() - t0)
-    result["clip_s"] = clip_times
-    result["peak_rss_clip_mb"] = _rss_mb("VmHWM")
-
-    _reset_peak_rss()
-    track_times = []
-    for _ in range(track_repeats):
-        t0 = time.perf_counter()
-        track_vector = embed(track)
-        track_times.append(time.perf_counter() - t0)
-    result["track_s"] = track_times
-    result["peak_rss_track_mb"] = _rss_mb("VmHWM")
-    torch.save({"clip": clip_vector.cpu(), "track": track_vector.cpu()}, out)
-    print(json.dumps(result))
-
-
-# ---- parent ------------------------------------------------------------------------------------------
-
-def _official_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("muq") is not None
+    model = MuQMuLan.from_pretrained(checkpoint, tokenizer=None, precision=precision)
+    model.text = torch.nn.Identity()  # memory: only audio is measured
+    muq = model.audio.model
+    return Side(f"ours {precision}", lambda wave: model.embed_audio([wave]), muq, "features")
 
 
 def _write_random_checkpoint(directory: Path) -> None:
-    import torch
+    """In a subprocess, so that the 2.6 GB of the random model is returned to the system afterwards."""
+    code = ("import torch; from muq_model import MuQMuLan, MuQMuLanConfig; torch.manual_seed(0); "
+            f"MuQMuLan(MuQMuLanConfig.large(), tokenizer=None).eval().save_pretrained({str(directory)!r})")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=env)
 
-    from muq_model import MuQMuLan, MuQMuLanConfig
 
-    torch.manual_seed(0)
-    MuQMuLan(MuQMuLanConfig.large(), tokenizer=None).eval().save_pretrained(directory)
+def _official_available() -> bool:
+    return importlib.util.find_spec("muq") is not None
 
 
-def _run_worker(mode: str, checkpoint: Path, out: Path, args: argparse.Namespace) -> dict:
-    call = (f"from benchmarks.embed import worker; worker({mode!r}, {str(checkpoint)!r}, {str(out)!r}, "
-            f"{args.threads}, {args.track_seconds}, {args.repeats}, {args.track_repeats})")
-    proc = subprocess.run([sys.executable, "-c", call], cwd=REPO, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"embed benchmark worker {mode} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def spread(values: list[float]) -> str:
+    return (f"{percentile(values, 25):.3g}-{percentile(values, 75):.3g} "
+            f"(min-max {min(values):.3g}-{max(values):.3g})")
 
 
 def run(args: argparse.Namespace) -> Report:
     import torch
 
-    from benchmarks.matmul import roofline_gflops
-
     args.threads = args.threads or 2
-
-    roofline = roofline_gflops(threads=args.threads)
-    modes = (["official-serial"] if _official_available() else []) + ["ours-serial", "ours"]
-    if args.fast:
-        modes.append("ours-int8")
-    baseline = modes[0]
-    results, vectors = {}, {}
+    torch.set_num_threads(args.threads)
+    if args.pairs < 1:
+        raise SystemExit("--pairs must be at least 1")
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="muq-embed-bench-") as tmp:
         checkpoint = Path(tmp) / "checkpoint"
         _write_random_checkpoint(checkpoint)
-        for mode in modes:
-            out = Path(tmp) / f"{mode}.pt"
-            results[mode] = _run_worker(mode, checkpoint, out, args)
-            vectors[mode] = torch.load(out, weights_only=True)
+        baseline = official_side(checkpoint) if _official_available() else our_side(checkpoint, "fp32")
+        ours = our_side(checkpoint, args.precision)
+    generator = torch.Generator().manual_seed(0)
+    waves = {seconds: 0.1 * torch.randn(int(seconds * SR), generator=generator) for seconds in args.workloads}
+    for side in (baseline, ours):  # warm-up: first-call allocations, folded stem weights
+        side.call(waves[min(waves)])
 
-    n_clips = -(-int(args.track_seconds * SR) // (10 * SR))
-    report = Report("embed", [
-        "mode", "workload", "clips/s", "vs " + baseline, "GFLOP/clip", "GFLOP/s", "of roofline", "peak RSS MB",
-        "max|d| vs base", "cosine vs fp32",
-    ])
-    base = results[baseline]
-    base_rate = {"1 clip": 1 / median(base["clip_s"]), "track": n_clips / median(base["track_s"])}
-    for mode in modes:
-        r = results[mode]
-        for workload, seconds, clips, rss, key in (
-            ("1 clip", median(r["clip_s"]), 1, r["peak_rss_clip_mb"], "clip"),
-            (f"{args.track_seconds:g} s track", median(r["track_s"]), n_clips, r["peak_rss_track_mb"], "track"),
-        ):
-            rate = clips / seconds
-            gflops = r["clip_gflop"] * clips / seconds
-            delta = (vectors[mode][key] - vectors[baseline][key]).abs().max().item()
-            cosine = "" if mode != "ours-int8" else torch.nn.functional.cosine_similarity(
-                vectors[mode][key], vectors["ours"][key]).min().item()
-            report.add_row(mode, workload, rate, rate / base_rate["1 clip" if clips == 1 else "track"],
-                           r["clip_gflop"], gflops, gflops / roofline, rss, delta, cosine)
-    report.figures = {
-        "roofline_gflops_fp32": roofline, "threads": args.threads, "baseline": baseline,
-        "clip_gflop": {m: r["clip_gflop"] for m, r in results.items()}, "track_clips": n_clips,
-        "load_s": {m: r["load_s"] for m, r in results.items()},
-        "rss_loaded_mb": {m: r["rss_loaded_mb"] for m, r in results.items()},
-    }
-    report.notes.append(f"baseline: {baseline}; full-size random weights, fp32, {args.threads} threads; "
-                        f"roofline {roofline:.1f} GFLOP/s")
-    report.notes.append("GFLOP/clip: what each mode executes per 10 s clip (FlopCounterMode). Our stem's Winograd "
-                        "convolutions execute fewer FLOPs than the official direct ones, and int8 matmuls are not "
-                        "counted, so compare speed by clips/s; GFLOP/s says how busy the cores are")
-    if baseline != "official-serial":
-        report.notes.append("official muq package not importable here: baseline is our own serial path")
+    report = Report("embed", ["workload", "part", f"{baseline.name} s", f"{ours.name} s", "ratio (median)",
+                              "ratio IQR (min-max)"])
+    figures = {"pairs": args.pairs, "threads": args.threads, "baseline": baseline.name, "ours": ours.name,
+               "torch": torch.__version__, "torch_file": torch.__file__, "workloads": {}}
+    for seconds, wave in waves.items():
+        times = {side.name: [] for side in (baseline, ours)}
+        vectors = {}
+        for i in range(args.pairs):
+            order = (baseline, ours) if i % 2 == 0 else (ours, baseline)  # ABBA
+            for side in order:
+                vector, total, parts = side.call(wave)
+                vectors[side.name] = vector
+                times[side.name].append({"total": total, **parts})
+            print(f"{seconds:g} s pair {i + 1}/{args.pairs}: " + ", ".join(
+                f"{name} {t[-1]['total']:.2f} s" for name, t in times.items()), file=sys.stderr, flush=True)
+        a, b = vectors[baseline.name].float(), vectors[ours.name].float()
+        delta = (a - b).abs().max().item()
+        cosine = torch.nn.functional.cosine_similarity(a, b).min().item()
+        label = f"{seconds:g} s"
+        figures["workloads"][label] = {"max_abs_delta": delta, "cosine": cosine, "times": times}
+        for part in ("total", *PARTS):
+            base_s = [t[part] for t in times[baseline.name]]
+            our_s = [t[part] for t in times[ours.name]]
+            ratios = [x / y for x, y in zip(base_s, our_s, strict=True) if y > 0]
+            report.add_row(label, part, median(base_s), median(our_s), median(ratios) if ratios else float("nan"),
+                           spread(ratios) if ratios else "")
+        report.notes.append(f"{label}: max |d| {delta:.2g}, cosine {cosine:.6f} ({ours.name} vs {baseline.name})")
+    load_after = os.getloadavg()
+    figures["loadavg_before"], figures["loadavg_after"] = load_before, load_after
+    report.figures = figures
+    report.notes.append(f"{args.pairs} ABBA pairs per workload, {args.threads} threads, torch {torch.__version__}; "
+                        f"ratio = {baseline.name} s / {ours.name} s per pair; load average (1/5/15 min) "
+                        f"before {'/'.join(f'{v:.2f}' for v in load_before)}, "
+                        f"after {'/'.join(f'{v:.2f}' for v in load_after)}")
+    if baseline.name != "official":
+        report.notes.append("official muq package not importable here: the baseline is our fp32 model "
+                            "(run in the oracle venv to measure against the official package)")
     return report

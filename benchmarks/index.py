@@ -14,6 +14,9 @@ Four parts, each against a baseline measured in the same run:
   the indexer and of its decoder process (VmHWM). Auto-tags are off there (their cost does not depend
   on length). Target: flat (the 60-minute file streams clip by clip).
   Baseline: the shortest file.
+- ``engines`` (``--engine ray``): the same tracks indexed by the local engine and by the Ray engine
+  (a Ray started on this machine) with 1 and 2 embedding actors, tiny model: tracks/s of the whole run
+  (Ray's start included) and of the decode+embed phase. Baseline: the local engine.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ DECODE_FORMATS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--parts", nargs="+", choices=("decode", "pipeline", "rss"), default=["decode", "pipeline", "rss"])
+    parser.add_argument("--parts", nargs="+", choices=("decode", "pipeline", "rss", "engines"),
+                        default=["decode", "pipeline", "rss"])
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="ray: compare the engines (the 'engines' part only)")
     parser.add_argument("--decode-seconds", type=float, default=60.0, help="length of each decode test file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tracks", type=int, default=12, help="tracks for the tiny-model pipeline run")
@@ -53,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Report:
     report = Report("index", ["part", "case", "value", "unit", "vs baseline", "detail"])
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="muqsearch-bench-index-"))
+    if args.engine == "ray":
+        args.parts = ["engines"]
     try:
         if "decode" in args.parts:
             decode_rows(report, workdir / "decode", args)
@@ -60,6 +68,8 @@ def run(args: argparse.Namespace) -> Report:
             pipeline_rows(report, workdir / "pipeline", args)
         if "rss" in args.parts:
             rss_rows(report, workdir / "rss", args)
+        if "engines" in args.parts:
+            engine_rows(report, workdir / "engines", args)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -75,8 +85,8 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def decode_rows(report: Report, folder: Path, args: argparse.Namespace) -> None:
+    from benchmarks.audio_files import write_audio
     from indexer.audio import load_audio
-    from indexer.testing import write_audio
 
     seconds = args.decode_seconds
     files = {ext: write_audio(folder / f"music{ext}", seconds, 48000 if ext == ".opus" else 44100, 2, seed=1)
@@ -128,7 +138,7 @@ def pipeline_rows(report: Report, folder: Path, args: argparse.Namespace) -> Non
 
 
 def make_tracks(folder: Path, n: int, seconds: float) -> Path:
-    from indexer.testing import FORMATS, write_audio
+    from benchmarks.audio_files import FORMATS, write_audio
 
     for i in range(n):
         ext = FORMATS[i % len(FORMATS)]
@@ -164,6 +174,52 @@ def index_once(model, music: Path, library_dir: Path, workers: int):
 
 
 # --------------------------------------------------------------------------------------------------
+# engines
+
+
+def engine_rows(report: Report, folder: Path, args: argparse.Namespace) -> None:
+    """The local engine, then Ray with 1 and 2 actors, on the same tracks, ``repeats`` times in turn."""
+    import functools
+
+    from indexer.autotag import AutoTagger
+    from indexer.pipeline import Indexer, IndexOptions
+    from indexer.ray_engine import RayEngine
+    from indexer.vectors import Library
+    from muq_model import MuQMuLan, MuQMuLanConfig
+
+    torch.manual_seed(0)
+    model_dir = MuQMuLan(MuQMuLanConfig.tiny()).eval().save_pretrained(folder / "model")
+    model = MuQMuLan.from_pretrained(model_dir).eval()
+    music = make_tracks(folder / "music", args.tracks, args.track_seconds)
+    load = functools.partial(MuQMuLan.from_pretrained, str(model_dir))
+    engines = {"local": lambda: None}
+    for actors in (1, 2):
+        engines[f"ray, {actors} actor(s)"] = functools.partial(RayEngine, load, actors=actors, num_cpus=actors + 1)
+    runs: dict[str, list] = {name: [] for name in engines}
+    for _ in range(args.repeats):
+        for name, make_engine in engines.items():
+            library_dir = folder / f"library-{len(runs[name])}-{name.replace(' ', '')}"
+            with Library.open(library_dir, create=True) as library:
+                library.catalog.claim_fingerprint(model.fingerprint(), "benchmark", model.dim)
+                AutoTagger.for_model(model, library.catalog)  # the vocabulary once per library, outside the timing
+                options = IndexOptions(workers=args.workers, progress=False)
+                summary = Indexer(library, model, "benchmark", options, make_engine()).run([music])
+            assert summary.indexed == args.tracks, summary.errors
+            runs[name].append((summary.indexed / summary.seconds, summary.indexed / summary.embed_phase_seconds))
+            shutil.rmtree(library_dir, ignore_errors=True)
+    base_whole = median([r[0] for r in runs["local"]])
+    base_phase = median([r[1] for r in runs["local"]])
+    for name, values in runs.items():
+        whole, phase = [r[0] for r in values], [r[1] for r in values]
+        detail = f"{args.tracks} x {args.track_seconds:.0f} s; {args.repeats} runs: min {min(whole):.2f}, max {max(whole):.2f}"
+        report.add_row("engines", f"{name}: tracks/s, whole run", median(whole), "tracks/s", median(whole) / base_whole,
+                       detail + ("; Ray started and stopped in the run" if name != "local" else ""))
+        report.add_row("engines", f"{name}: tracks/s, decode+embed", median(phase), "tracks/s",
+                       median(phase) / base_phase, f"min {min(phase):.2f}, max {max(phase):.2f}")
+        report.figures[f"engines_{name}"] = {"whole_tracks_per_s": whole, "phase_tracks_per_s": phase}
+
+
+# --------------------------------------------------------------------------------------------------
 # peak RSS against track length
 
 
@@ -187,7 +243,7 @@ def rss_rows(report: Report, folder: Path, args: argparse.Namespace) -> None:
 
 def write_long_flac(path: Path, seconds: float, rate: int = 22050) -> Path:
     """A long mono FLAC written minute by minute (a 60-minute array would itself distort the measure)."""
-    from indexer.testing import synth
+    from benchmarks.audio_files import synth
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with sf.SoundFile(path, "w", rate, 1, format="FLAC", subtype="PCM_16") as out:

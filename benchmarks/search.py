@@ -12,6 +12,13 @@ and over the half of the ids least like each query (a filter that excludes the q
 Built ANN indexes are cached under benchmarks/results/cache (keyed by data, size, seed and build
 settings) because a 1 M HNSW build takes many minutes on 2 cores.
 
+Sizes at which the indexer picks ``pq-disk`` (from ``indexer.ann.IN_MEMORY_LIMIT``, 2 M) are streamed:
+the vectors are generated in chunks from the seed and written to disk by the index build as they pass,
+while the exact top 10 of every query (and of every filter) is merged chunk by chunk, so the benchmark
+holds a chunk, the codes and the answers, never the vectors. Its exact baseline scans the memory-mapped
+vectors file chunk by chunk (a few queries: seconds each). The index, its vectors and the ground truth are
+cached under ``--scratch`` so that the latency part can be rerun alone (e.g. when the machine was busy).
+
 ``--text-model`` adds the end-to-end text query: the full-size MuQ-MuLan text tower (random weights; the
 XLM-R tokenizer is not available offline, so realistic token ids go straight to ``embed_text_ids``)
 followed by a search of the largest index of the chosen kind.
@@ -35,6 +42,7 @@ from indexer import ann
 
 CACHE_DIR = RESULTS_DIR / "cache"
 K = 10
+STREAM_CHUNK = 100_000  # rows generated at a time for the streamed (pq-disk) sizes: 200 MB at 512-d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clusters", type=int, default=2000, help="mixture components of the clustered data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="build every index afresh")
+    parser.add_argument("--scratch", type=Path, default=CACHE_DIR,
+                        help="where streamed sizes write their index, vectors file (2 KB a vector) and ground truth")
+    parser.add_argument("--flat-queries", type=int, default=5,
+                        help="queries timed for the exact baseline of streamed sizes (a full scan of the file each; "
+                        "0 = skip)")
     parser.add_argument(
         "--text-model", action="store_true", help="also time a full text query with the full-size text tower"
     )
@@ -71,7 +84,16 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def make_vectors(kind: str, n: int, dim: int, *, seed: int, clusters: int, stream: int = 0) -> np.ndarray:
     """n unit vectors; ``stream`` 0 is the database, 1 the queries (same distribution, different draws)."""
-    rng = np.random.default_rng([seed, stream, n])
+    return draw(kind, np.random.default_rng([seed, stream, n]), n, dim, seed=seed, clusters=clusters)
+
+
+def vector_chunk(kind: str, n: int, dim: int, chunk: int, *, seed: int, clusters: int) -> np.ndarray:
+    """Rows chunk * STREAM_CHUNK onwards of the streamed database of n vectors (each chunk its own draw)."""
+    rows = min(STREAM_CHUNK, n - chunk * STREAM_CHUNK)
+    return draw(kind, np.random.default_rng([seed, 0, n, chunk]), rows, dim, seed=seed, clusters=clusters)
+
+
+def draw(kind: str, rng: np.random.Generator, n: int, dim: int, *, seed: int, clusters: int) -> np.ndarray:
     if kind == "random":
         return unit_rows(rng.standard_normal((n, dim), dtype=np.float32))
     centres = unit_rows(np.random.default_rng([seed, 99]).standard_normal((clusters, dim), dtype=np.float32))
@@ -96,8 +118,7 @@ def measure(search, queries: np.ndarray, truth: np.ndarray, *, repeats: int) -> 
         search(q[None, :])
         wall.append((time.perf_counter() - start) * 1e3)
         cpu.append((time.process_time() - start_cpu) * 1e3)
-    found = search(queries[: len(truth)])
-    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
+    recall = recall_of(search(queries[: len(truth)]), truth)
     return percentile(wall, 50), percentile(wall, 99), percentile(cpu, 50), recall
 
 
@@ -136,6 +157,7 @@ def settings_for(kind: str, index: faiss.Index, args: argparse.Namespace):
     """(label, search function) for each search breadth of the sweep; the index is left at its default."""
     sweeps = {
         "pq-refine": ("k_factor", args.k_factor, ann.DEFAULT_K_FACTOR, "k_factor"),
+        "pq-disk": ("k_factor", args.k_factor, ann.DISK_K_FACTOR, "k_factor"),
         "hnsw": ("efSearch", args.ef_search, ann.DEFAULT_EF_SEARCH, "ef_search"),
         "ivf": ("nprobe", args.nprobe, ann.DEFAULT_NPROBE, "nprobe"),
     }
@@ -146,6 +168,8 @@ def settings_for(kind: str, index: faiss.Index, args: argparse.Namespace):
     for value in sorted(set(values) | {default}):
         ann.configure_search(index, **{keyword: value})
         label = f"{name}={value}" + (f"/{faiss.extract_index_ivf(index).nlist}" if kind == "ivf" else "")
+        if kind == "pq-disk":
+            label += f" nprobe={index.base.nprobe}/{index.base.nlist} (calibrated)"
         yield label + (" (default)" if value == default else ""), lambda q: ann.search(index, q, K)[1]
     ann.configure_search(index)
 
@@ -193,9 +217,13 @@ def run(args: argparse.Namespace) -> Report:
         ["data", "n", "kind", "setting", "build s", "bytes/vector", "p50 ms", "p99 ms", "cpu p50 ms", "recall@10",
          "vs flat"],
     )
+    report.figures["streamed"] = []
     chosen, largest = [], None
     for data in args.data:
         for n in args.sizes:
+            if ann.index_kind_for(n) == "pq-disk":
+                streamed_rows(report, data, n, args)
+                continue
             if n == max(args.sizes):
                 largest = None  # kept for the text query: only the last one, so two never share memory
             vectors = make_vectors(data, n, args.dim, seed=args.seed, clusters=args.clusters)
@@ -257,6 +285,149 @@ def run(args: argparse.Namespace) -> Report:
     if args.text_model and largest is not None:
         text_query_rows(report, largest, args)
     return report
+
+
+def streamed_rows(report: Report, data: str, n: int, args: argparse.Namespace) -> None:
+    """The pq-disk rows for n vectors that never sit in RAM together: build (or reuse) the index from
+    generated chunks with the exact answers merged on the way, then time it like the in-RAM sizes."""
+    key = f"{data}-n{n}-d{args.dim}-s{args.seed}" + (f"-c{args.clusters}" if data == "clustered" else "")
+    path = args.scratch / f"{key}-pq-disk.faiss"
+    truth_path = path.with_suffix(".truth.npz")
+    queries = make_vectors(data, max(args.queries, args.recall_queries), args.dim, seed=args.seed,
+                           clusters=args.clusters, stream=1)
+    shares = sorted(args.filter_shares)
+    filters = [np.sort(np.random.default_rng([args.seed, 7, i]).choice(n, size=max(K, int(share * n)), replace=False))
+               for i, share in enumerate(shares)]
+    if args.no_cache or not (truth_path.exists() and path.with_suffix(ann.VECTORS_SUFFIX).exists()):
+        build_streamed(data, n, args, path, queries[: args.recall_queries], filters)
+    saved = np.load(truth_path)
+    index = ann.read_index(path)
+    ann.configure_search(index)
+    build_s, build_rss_mb = float(saved["build_s"]), float(saved["build_peak_rss_mb"])
+    ram_bytes = path.stat().st_size / n  # the codes and ids read into RAM
+    disk_bytes = ram_bytes + path.with_suffix(ann.VECTORS_SUFFIX).stat().st_size / n
+    truth, filter_truths = saved["truth"], [saved[f"filter{i}"] for i in range(len(shares))]
+
+    wall, found = [], []
+    for q in queries[: args.flat_queries]:
+        start = time.perf_counter()
+        found.append(exact_scan(index.vectors, q)[1])
+        wall.append((time.perf_counter() - start) * 1e3)
+    flat_p50 = percentile(wall, 50) if wall else float("nan")
+    if wall:
+        report.add_row(data, n, "flat", f"exact, streamed from the vectors file ({len(wall)} queries)", 0.0,
+                       disk_bytes - ram_bytes, flat_p50, percentile(wall, 99), float("nan"),
+                       recall_of(np.stack(found), truth[: len(found)]), 1.0)
+        progress(report)
+    for label, search in settings_for("pq-disk", index, args):
+        p50, p99, cpu_p50, recall = measure(search, queries, truth, repeats=args.queries)
+        report.add_row(data, n, "pq-disk", label, build_s, f"{ram_bytes:.0f} RAM + {disk_bytes - ram_bytes:.0f} disk",
+                       p50, p99, cpu_p50, recall, flat_p50 / p50)
+        progress(report)
+        if "(default)" in label:
+            report.figures["streamed"].append({
+                "data": data, "n": n, "kind": "pq-disk", "p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu_p50,
+                "recall@10": recall, "vs_flat": flat_p50 / p50, "build_s": build_s, "build_peak_rss_mb": build_rss_mb,
+                "ram_bytes_per_vector": ram_bytes, "disk_bytes_per_vector": disk_bytes,
+                "nprobe": index.base.nprobe, "nlist": index.base.nlist, "load_average": os.getloadavg(),
+            })
+    report.add_row(data, n, "pq-disk", "re-ranked from float16 copies (recall only)", build_s, "-", float("nan"),
+                   float("nan"), float("nan"), recall_of(float16_reranked(index, queries[: len(truth)]), truth), "-")
+    progress(report)
+    for share, allowed, filter_truth in zip(shares, filters, filter_truths, strict=True):
+        p50, p99, cpu_p50, recall = measure(lambda q, allowed=allowed: ann.search(index, q, K, allowed_ids=allowed)[1],
+                                            queries, filter_truth, repeats=args.queries)
+        report.add_row(data, n, "pq-disk", f"filter {share:g} (default breadth)", build_s, "-", p50, p99, cpu_p50,
+                       recall, flat_p50 / p50)
+        progress(report)
+    report.notes.append(
+        f"{data} {n:,}: pq-disk built in {build_s:.0f} s (peak RSS {build_rss_mb:,.0f} MB while streaming), "
+        f"{ram_bytes:.0f} bytes/vector in RAM, {disk_bytes:.0f} on disk; peak RSS after the searches "
+        f"{peak_rss_mb():,.0f} MB (includes the vectors file pages the re-ranking touched); no 'avoiding' filter "
+        "row (it needs every vector's score)"
+    )
+
+
+def build_streamed(data: str, n: int, args: argparse.Namespace, path: Path, queries: np.ndarray,
+                   filters: list[np.ndarray]) -> None:
+    """Build pq-disk at ``path`` from generated chunks, merging each query's (and filter's) exact top 10 on
+    the way; save the answers, build time and peak RSS beside it."""
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    chunks = -(-n // STREAM_CHUNK)
+    train = ann.disk_train_size(n)
+    sample = np.concatenate([vector_chunk(data, n, args.dim, c, seed=args.seed, clusters=args.clusters)
+                             for c in range(-(-train // STREAM_CHUNK))])[:train]
+    best = [empty_top(len(queries))] + [empty_top(len(queries)) for _ in filters]
+    start_s = time.perf_counter()
+    not_building = [0.0]  # seconds spent generating chunks and finding exact answers: not the index's
+
+    def passing_chunks():
+        for c in range(chunks):
+            aside = time.perf_counter()
+            x = vector_chunk(data, n, args.dim, c, seed=args.seed, clusters=args.clusters)
+            offset = c * STREAM_CHUNK
+            best[0] = ann.merged_top(best[0], top_positions(queries, x, np.arange(len(x)), offset))
+            for i, allowed in enumerate(filters):
+                rows = allowed[(allowed >= offset) & (allowed < offset + len(x))] - offset
+                if rows.size:
+                    best[i + 1] = ann.merged_top(best[i + 1], top_positions(queries, x[rows], rows, offset))
+            not_building[0] += time.perf_counter() - aside
+            if c % 10 == 0:
+                print(f"{data} {n}: chunk {c}/{chunks} at {time.perf_counter() - start_s:.0f} s "
+                      f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+            yield x
+
+    vectors_path = path.with_suffix(ann.VECTORS_SUFFIX)
+    staging = vectors_path.with_name(vectors_path.name + ".building")
+    index = ann.build_disk_index(np.arange(n, dtype=np.int64), passing_chunks(), sample, staging,
+                                 sample_positions=np.arange(train), seed=args.seed)
+    for old in (path, vectors_path):
+        old.unlink(missing_ok=True)
+    ann.write_index(index, path)
+    staging.unlink()
+    build_s = time.perf_counter() - start_s - not_building[0]
+    np.savez(path.with_suffix(".truth.npz"), truth=best[0][1], build_s=build_s, build_peak_rss_mb=peak_rss_mb(),
+             **{f"filter{i}": top[1] for i, top in enumerate(best[1:])})
+    print(f"{data} {n}: built in {build_s:.0f} s (calibrated nprobe {index.base.nprobe}/{index.base.nlist}), "
+          f"peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr, flush=True)
+
+
+def empty_top(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((rows, K), -np.inf, np.float32), np.full((rows, K), -1, np.int64)
+
+
+def top_positions(queries: np.ndarray, x: np.ndarray, rows: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's exact top K among ``x`` (rows ``rows`` of the chunk starting at ``offset``) as global positions."""
+    scores, found = faiss.knn(queries, x, min(K, len(x)), metric=faiss.METRIC_INNER_PRODUCT)
+    if found.shape[1] < K:
+        scores = np.pad(scores, ((0, 0), (0, K - found.shape[1])), constant_values=-np.inf)
+        found = np.pad(found, ((0, 0), (0, K - found.shape[1])), constant_values=-1)
+    return scores, np.where(found >= 0, rows[found] + offset, -1)
+
+
+def exact_scan(vectors: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One query's exact top K over memory-mapped vectors, a chunk at a time."""
+    best = empty_top(1)
+    for start in range(0, len(vectors), STREAM_CHUNK):
+        part = vectors[start : start + STREAM_CHUNK]
+        best = ann.merged_top(best, top_positions(query[None], part, np.arange(len(part)), start))
+    return best[0][0], best[1][0]
+
+
+def float16_reranked(index: ann.DiskRefinedIndex, queries: np.ndarray) -> np.ndarray:
+    """The default search's top K when its shortlist is re-ranked from float16 copies of the vectors."""
+    shortlist = max(K, int(np.ceil(K * index.k_factor)))
+    _, positions = index.base.search(queries, shortlist)
+    found = []
+    for query, row in zip(queries, positions, strict=True):
+        candidates = np.sort(row[row >= 0])
+        scores = index.rows(candidates).astype(np.float16).astype(np.float32) @ query
+        found.append(index.ids_at()[candidates[np.argsort(-scores)[:K]]])
+    return np.stack(found)
+
+
+def recall_of(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
 
 def text_query_rows(report: Report, index: faiss.Index, args: argparse.Namespace) -> None:

@@ -8,21 +8,22 @@ nothing is dropped silently.
 - **WikiMT-X style** JSONL: one record per item with text fields (``background``, ``analysis``,
   ``description``, ``scene`` by default) and the audio found through ``audio`` or ``audio_path``
   (a path), else ``id`` (a file ``<id>.<ext>`` under the audio root).
-- **Pairs** CSV or JSONL with columns ``audio_path``, ``text`` and optionally ``group`` and ``field``.
-  A text and an audio are relevant to each other when they share a row, or a non-empty ``group``
-  (e.g. several recordings of one piece, several wordings of one brief). ``field`` names the text field
-  the row is reported under (default ``text``).
+- **Pairs** CSV or JSONL, read by the reader training uses too (muq_model.pairs): the audio in
+  ``audio_path`` (or ``audio``, ``path``, ``file``), the text in ``text`` (or ``caption``, or a ``captions``
+  list), and optionally ``group`` and ``field``. A text and an audio are relevant to each other when they
+  share a row, or a non-empty ``group`` (e.g. several recordings of one piece, several wordings of one
+  brief). ``field`` names the text field the row is reported under (default ``text``).
 
 Relative audio paths resolve against the audio root, by default the dataset file's folder.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from muq_model.identity import file_sha256
+from muq_model.pairs import Excluded, is_pair_record, pair_rows, read_records
 
 WIKIMT_FIELDS = ("background", "analysis", "description", "scene")
 AUDIO_PATH_KEYS = ("audio", "audio_path")
@@ -42,15 +43,6 @@ class Pair:
     group: str | None = None
 
 
-@dataclass(frozen=True)
-class Excluded:
-    """A record or audio file left out of the evaluation, and why."""
-
-    item: str
-    audio: str
-    reason: str
-
-
 @dataclass
 class EvalSet:
     path: Path
@@ -59,14 +51,6 @@ class EvalSet:
     fields: tuple[str, ...]  # the text fields to evaluate
     excluded: list[Excluded]
     file_hash: str  # sha256 of the dataset file's bytes
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_dataset(
@@ -88,10 +72,9 @@ def load_dataset(
     root = Path(audio_root) if audio_root is not None else path.parent
     if audio_root is not None and not root.is_dir():
         raise FileNotFoundError(f"audio root is not a folder: {root}")
-    excluded: list[Excluded] = []
-    records = _read_records(path, excluded)
+    records, excluded = read_records(path)
     if format == "auto":
-        format = "pairs" if path.suffix.lower() == ".csv" or any("text" in r for _, r in records) else "wikimt"
+        format = "pairs" if path.suffix.lower() == ".csv" or any(is_pair_record(r) for _, r in records) else "wikimt"
     if format == "pairs":
         pairs = _pairs_from_rows(records, root, excluded)
     else:
@@ -110,50 +93,21 @@ def load_dataset(
     return EvalSet(path, format, pairs, selected, excluded, file_sha256(path))
 
 
-def _read_records(path: Path, excluded: list[Excluded]) -> list[tuple[str, dict]]:
-    """(where, record) for every row: "file:line" and a dict; unreadable rows go to ``excluded``."""
-    name = path.name
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            # Line numbers as a text editor shows them: the header is line 1.
-            return [(f"{name}:{i}", row) for i, row in enumerate(reader, start=2)]
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for i, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{name}:{i}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                excluded.append(Excluded(where, "", f"not valid JSON: {exc.msg} (column {exc.colno})"))
-                continue
-            if not isinstance(record, dict):
-                excluded.append(Excluded(where, "", f"a record must be a JSON object, got {type(record).__name__}"))
-                continue
-            records.append((where, record))
-    return records
-
-
 def _text(value) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
 def _pairs_from_rows(records: list[tuple[str, dict]], root: Path, excluded: list[Excluded]) -> list[Pair]:
+    rows, bad = pair_rows(records, root)
+    excluded.extend(bad)
     pairs = []
-    for where, row in records:
-        audio_value, text = _text(row.get("audio_path")), _text(row.get("text"))
-        missing = [key for key, value in (("audio_path", audio_value), ("text", text)) if not value]
-        if missing:
-            excluded.append(Excluded(where, audio_value, f"missing or empty field(s): {', '.join(missing)}"))
+    for row in rows:
+        if not row.audio.is_file():
+            excluded.append(Excluded(row.where, str(row.audio), "audio file not found"))
             continue
-        audio = root / audio_value
-        if not audio.is_file():
-            excluded.append(Excluded(where, str(audio), "audio file not found"))
-            continue
-        field = _text(row.get("field")) or PAIRS_FIELD
-        pairs.append(Pair(where, audio, field, text, _text(row.get("group")) or None))
+        field = _text(row.record.get("field")) or PAIRS_FIELD
+        group = _text(row.record.get("group")) or None
+        pairs.extend(Pair(row.where, row.audio, field, text, group) for text in row.texts)
     return pairs
 
 

@@ -165,3 +165,126 @@ def evaluate_embeddings(
         keep = rel.any(axis=1)
         out[direction] = retrieval_metrics(s[keep], rel[keep], n_bootstrap=n_bootstrap, seed=seed)
     return out
+
+
+# --- representation metrics: ABX agreement, tagging, probes ----------------------------------------------
+
+
+def bootstrap_interval(
+    statistic, n_items: int, *, n_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float | None]:
+    """``{value, ci_low, ci_high}`` for ``statistic(indices)`` over items resampled with replacement.
+
+    ``statistic`` maps an index array to a number (NaN when a resample cannot be scored, e.g. a tag with
+    no positive in it; such replicates are dropped). Percentile intervals, seeded; None with n_bootstrap=0.
+    """
+    entry = {"value": float(statistic(np.arange(n_items))), "ci_low": None, "ci_high": None}
+    if n_bootstrap > 0 and n_items > 0:
+        resample = np.random.default_rng(seed).integers(0, n_items, size=(n_bootstrap, n_items))
+        replicates = np.array([statistic(r) for r in resample], dtype=np.float64)
+        replicates = replicates[np.isfinite(replicates)]
+        if replicates.size:
+            tail = (1.0 - confidence) / 2.0 * 100.0
+            low, high = np.percentile(replicates, [tail, 100.0 - tail])
+            entry["ci_low"], entry["ci_high"] = float(low), float(high)
+    return entry
+
+
+def abx_outcomes(near: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """Per triplet: 1 when X is more similar to the side it should be closer to, 0 when less, 0.5 on a tie
+    (an embedding that cannot tell scores chance, never better)."""
+    near, far = np.asarray(near, dtype=np.float64), np.asarray(far, dtype=np.float64)
+    return np.where(near > far, 1.0, np.where(near < far, 0.0, 0.5))
+
+
+ABX_CHANCE = 0.5
+
+
+def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic (tied scores count half), as sklearn's roc_auc_score."""
+    truth = np.asarray(truth, dtype=bool)
+    _, inverse, counts = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based, ties get their average rank
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """PR-AUC as average precision over the distinct score thresholds, as sklearn's average_precision_score."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    ranked, hits = np.asarray(scores, dtype=np.float64)[order], np.asarray(truth, dtype=bool)[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last index of each distinct score
+    true_positives = np.cumsum(hits)[ends]
+    precision = true_positives / (ends + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def tag_auc(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tag ROC-AUC and PR-AUC (average precision) of (clips, tags) scores; NaN for a tag whose column
+    has no positive or no negative (it cannot be ranked). Numpy, not sklearn: bootstraps call it a lot."""
+    scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
+    roc, pr = np.full(truth.shape[1], np.nan), np.full(truth.shape[1], np.nan)
+    for t in range(truth.shape[1]):
+        if 0 < truth[:, t].sum() < len(truth):
+            roc[t] = roc_auc(truth[:, t], scores[:, t])
+            pr[t] = average_precision(truth[:, t], scores[:, t])
+    return roc, pr
+
+
+def tagging_metrics(
+    scores: np.ndarray, truth: np.ndarray, tags: list[str], *, n_bootstrap: int = 1000, seed: int = 0
+) -> tuple[dict, dict, dict]:
+    """(results, per_tag, chance) for zero-shot tagging.
+
+    results = {"roc_auc": {value, ci_low, ci_high}, "pr_auc": ...}: macro means over the tags that have
+    positives and negatives, bootstrapped over clips. per_tag[tag] = {roc_auc, pr_auc, positives}.
+    chance: ROC-AUC 0.5; PR-AUC the mean positive rate (what a random score's average precision expects).
+    """
+    truth = np.asarray(truth, dtype=bool)
+    roc, pr = tag_auc(scores, truth)
+    scored = np.isfinite(roc)
+
+    def macro(which: int):
+        def statistic(rows: np.ndarray) -> float:
+            values = tag_auc(scores[rows][:, scored], truth[rows][:, scored])[which]
+            return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        return statistic
+
+    results = {
+        name: bootstrap_interval(macro(i), len(truth), n_bootstrap=n_bootstrap, seed=seed)
+        for i, name in enumerate(("roc_auc", "pr_auc"))
+    }
+    per_tag = {
+        tag: {"roc_auc": None if not scored[t] else float(roc[t]), "pr_auc": None if not scored[t] else float(pr[t]),
+              "positives": int(truth[:, t].sum())}
+        for t, tag in enumerate(tags)
+    }
+    chance = {"roc_auc": 0.5, "pr_auc": float(truth[:, scored].mean(axis=0).mean()) if scored.any() else None}
+    return results, per_tag, chance
+
+
+def classification_metrics(
+    truth: np.ndarray, predicted: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0
+) -> tuple[dict, dict]:
+    """(results, chance) for a probe's test predictions: accuracy and macro-F1 with bootstrap CIs over test
+    items; chance is what always answering the test set's most common label scores."""
+    from sklearn.metrics import f1_score
+
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    labels = np.unique(truth)
+    results = {
+        "accuracy": bootstrap_interval(lambda r: float(np.mean(truth[r] == predicted[r])), len(truth),
+                                       n_bootstrap=n_bootstrap, seed=seed),
+        "macro_f1": bootstrap_interval(
+            lambda r: float(f1_score(truth[r], predicted[r], labels=labels, average="macro", zero_division=0)),
+            len(truth), n_bootstrap=n_bootstrap, seed=seed,
+        ),
+    }
+    values, counts = np.unique(truth, return_counts=True)
+    majority = np.full_like(truth, values[np.argmax(counts)])
+    chance = {
+        "accuracy": float(counts.max() / counts.sum()),
+        "macro_f1": float(f1_score(truth, majority, labels=labels, average="macro", zero_division=0)),
+    }
+    return results, chance

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.datasets import EvalSet, Excluded, file_sha256
+from evaluation.datasets import EvalSet
 from evaluation.metrics import DIRECTIONS, chance_levels, retrieval_metrics
 from indexer.audio import AudioDecodeError, load_audio
-from muq_model.identity import vector_space
+from muq_model.identity import file_sha256, vector_space
+from muq_model.pairs import Excluded
 
 CACHE_ENV = "MUQSEARCH_EVAL_CACHE"
 SIMILARITIES = ("cosine", "dot")

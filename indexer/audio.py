@@ -56,6 +56,8 @@ class AudioInfo:
 def probe(path: str | os.PathLike) -> AudioInfo:
     """Read the header: rate, channels, duration, codec. Raises AudioDecodeError."""
     path = _check_file(path)
+    if not _soundfile_reads_quietly(path):
+        return _probe_pyav(path)
     try:
         info = sf.info(str(path))
         if info.samplerate > 0 and info.channels > 0:
@@ -146,7 +148,7 @@ def _check_file(path: str | os.PathLike) -> Path:
 def _open_blocks(path: Path) -> tuple[Iterator[tuple[np.ndarray, int]], AudioInfo]:
     """(iterator of (mono float32 block, its sample rate), header info) from the first decoder that opens it."""
     try:
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(str(path)) if _soundfile_reads_quietly(path) else None
     except (sf.LibsndfileError, RuntimeError, TypeError):
         handle = None
     if handle is not None and handle.samplerate > 0 and handle.channels > 0:
@@ -166,6 +168,20 @@ def _open_blocks(path: Path) -> tuple[Iterator[tuple[np.ndarray, int]], AudioInf
         handle.close()
     info = _probe_pyav(path)
     return _pyav_blocks(path), info
+
+
+# libsndfile recognises its formats by these first bytes; anything else it hands to mpg123, which prints
+# "Illegal Audio-MPEG-Header ... Trying to resync" on stderr while it hunts a non-MP3 file for frames.
+SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"FORM", b"fLaC", b"OggS", b"caff", b".snd", b"ID3")
+
+
+def _soundfile_reads_quietly(path: Path) -> bool:
+    """Whether the file starts like a format libsndfile knows (an MP3 starts with an ID3 tag or a frame
+    sync); other files go to FFmpeg, which probes them without printing."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    mpeg_sync = len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
+    return mpeg_sync or head.startswith(SOUNDFILE_MAGIC)
 
 
 def _declared_frames(handle: sf.SoundFile) -> int:

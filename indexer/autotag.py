@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from data.vocabulary import Vocabulary, load_vocabulary
-from indexer.catalog import VOCABULARY_COLLECTION, Catalog, Text_, TextCollection, stack_blobs, to_blob
+from indexer.catalog import VOCABULARY_COLLECTION, Catalog, Text_, TextCollection, stack_blobs
+from indexer.text_collections import write_collection
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,9 @@ class AutoTagger:
                 rows = s.scalars(select(Text_).where(Text_.collection_id == collection.id).order_by(Text_.id)).all()
                 return cls(vocabulary, stack_blobs((r.embedding for r in rows), model.dim))
             vectors = model.embed_text(vocabulary.texts).numpy()  # (n_tags, dim)
-            s.execute(delete(TextCollection).where(TextCollection.name == VOCABULARY_COLLECTION))
-            collection = TextCollection(
-                name=VOCABULARY_COLLECTION,
-                description="built-in tag vocabulary (data/vocabulary), used for auto-tags",
-                fingerprint=fingerprint,
-                source_hash=vocabulary.hash,
-            )
-            collection.texts = [
-                Text_(text=t.text, category=t.category, embedding=to_blob(v))
-                for t, v in zip(vocabulary.tags, vectors, strict=True)
-            ]
-            s.add(collection)
+            write_collection(s, VOCABULARY_COLLECTION, vocabulary.texts, [t.category for t in vocabulary.tags], vectors,
+                             fingerprint=fingerprint, source_hash=vocabulary.hash,
+                             description="built-in tag vocabulary (data/vocabulary), used for auto-tags")
         return cls(vocabulary, vectors)
 
     def tags_for(self, track_vector: np.ndarray) -> list[AutoTag]:

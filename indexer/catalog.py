@@ -1,8 +1,12 @@
-"""The catalog: SQLAlchemy 2.x models over SQLite (WAL), the source of truth of a library.
+"""The catalog: SQLAlchemy 2.x models over SQLite (WAL, the default) or PostgreSQL, the source of truth
+of a library.
 
-Every vector lives here as a float32 blob, so the FAISS indexes in ``DIR/vectors/`` can always be
-rebuilt from it (see ``indexer/vectors.py``). Any SQLAlchemy URL works (``sqlite:///...``,
-``postgresql://...``); a plain path means SQLite.
+Every vector lives here as a float32 blob (BLOB / BYTEA), so the FAISS indexes in ``DIR/vectors/`` can
+always be rebuilt from it (see ``indexer/vectors.py``). A plain path means SQLite (``DIR/catalog.sqlite``);
+``postgresql://user@host/db`` (or ``$MUQSEARCH_CATALOG``) a PostgreSQL database, reached with psycopg 3.
+The schema and its migrations are the same on both; several indexers may write one PostgreSQL catalog
+at once (writes that collide are retried by ``indexer.stages.Store``; schema and meta writes are
+serialised with an advisory lock or are upserts).
 
 Tables
     meta             key/value: schema_version, model_fingerprint (JSON), model_name, index_generation,
@@ -29,11 +33,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     Engine,
     Float,
     ForeignKey,
@@ -47,16 +54,24 @@ from sqlalchemy import (
     delete,
     event,
     select,
+    text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from indexer.layout import catalog_file
 from muq_model.identity import same_vectors
 
 SCHEMA_VERSION = 1
-CATALOG_FILENAME = "catalog.sqlite"
+CATALOG_ENV = "MUQSEARCH_CATALOG"
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 VOCABULARY_COLLECTION = "builtin:vocabulary"
 TAG_SOURCES = ("file", "auto")
+SCHEMA_LOCK = 0x6D7571  # PostgreSQL advisory lock key ("muq") serialising schema and model claims
+RUN_LOCK = 0x6D7572  # PostgreSQL advisory lock class: (RUN_LOCK, run id) is held by the run's indexer
+# File sizes and nanosecond mtimes need 64 bits: BIGINT on PostgreSQL; SQLite's INTEGER already is.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class CatalogError(RuntimeError):
@@ -102,8 +117,8 @@ class Track(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)  # absolute, as found by the scan
     # file facts (size + mtime decide "unchanged"; the audio hash decides "same audio" after a tag edit)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     audio_hash: Mapped[str] = mapped_column(String(64), index=True)
     duration: Mapped[float] = mapped_column(Float)  # seconds of decoded audio
     sample_rate: Mapped[int] = mapped_column(Integer)
@@ -203,8 +218,8 @@ class IndexError_(Base):
     time: Mapped[datetime] = mapped_column(default=utcnow)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("index_runs.id", ondelete="SET NULL"))
     # the file as it was when it failed: an unchanged bad file is not retried on every run
-    size: Mapped[int | None] = mapped_column(Integer)
-    mtime_ns: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(BigInt)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInt)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "stage": self.stage, "message": self.message}
@@ -266,12 +281,15 @@ class Text_(Base):
 
 def catalog_url(location: str | os.PathLike) -> str:
     """A SQLAlchemy URL for a library directory, a catalog file path, or a URL (returned as is)."""
-    text = str(location)
-    if "://" in text:
-        return text
+    url = str(location)
+    if "://" in url:
+        for plain in ("postgresql://", "postgres://"):  # SQLAlchemy's default driver is psycopg2; ours is 3
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url.removeprefix(plain)
+        return url
     path = Path(location)
     if path.suffix.lower() not in SQLITE_SUFFIXES:
-        path = path / CATALOG_FILENAME
+        path = catalog_file(path)
     return f"sqlite:///{path.resolve()}"
 
 
@@ -284,6 +302,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+@dataclass(frozen=True)
+class HeldRows:
+    """Catalog rows of the tracks and segments an index generation holds (SQLAlchemy result rows)."""
+
+    tracks: list  # (id, path, title, artist, album, year, duration, audio_hash), by id
+    tags: list  # (track_id, tag, source, score)
+    segments: list  # (id, track_id, start, end), by track and position
+    roots: list[str]  # every folder an index run was given
+
+
 class Catalog:
     """An open catalog: an engine, a session factory, and the library-wide facts kept in ``meta``."""
 
@@ -294,8 +322,8 @@ class Catalog:
             if not db_path.exists() and not create:
                 raise CatalogError(f"no catalog at {db_path}: run `muqsearch index` first")
             db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.url = url
         self.engine: Engine = create_engine(url)
+        self.url = self.engine.url.render_as_string(hide_password=True)  # for messages
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
@@ -312,8 +340,40 @@ class Catalog:
 
     # ---- schema -----------------------------------------------------------------------------------
 
+    def serialized(self, session: Session) -> None:
+        """Make the rest of this transaction wait for any other writer's serialized part (PostgreSQL;
+        SQLite serialises writers anyway)."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+
+    @contextmanager
+    def holding_run(self, run_id: int):
+        """While inside, this process visibly owns index run ``run_id`` (PostgreSQL: an advisory lock on a
+        connection of its own, released by the server if the process dies)."""
+        if self.engine.dialect.name != "postgresql":
+            yield  # SQLite: the library lock already says a run is alive
+            return
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key, :run)"), {"key": RUN_LOCK, "run": run_id})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key, :run)"), {"key": RUN_LOCK, "run": run_id})
+                connection.commit()
+
+    def is_orphaned(self, session: Session, run_id: int) -> bool:
+        """Whether a run recorded as running has no live owner (PostgreSQL: nobody holds its lock)."""
+        if self.engine.dialect.name != "postgresql":
+            return True  # SQLite: only the caller, which holds the library lock, can be running
+        free = session.scalar(text("SELECT pg_try_advisory_lock(:key, :run)"), {"key": RUN_LOCK, "run": run_id})
+        if free:
+            session.execute(text("SELECT pg_advisory_unlock(:key, :run)"), {"key": RUN_LOCK, "run": run_id})
+        return bool(free)
+
     def _migrate(self, create: bool) -> None:
         with self.session.begin() as s:
+            self.serialized(s)  # two processes opening a new PostgreSQL catalog create it once
             if not self.engine.dialect.has_table(s.connection(), "meta"):
                 if not create:
                     raise CatalogError(f"{self.url} is not a MuQ Search catalog (no meta table)")
@@ -338,11 +398,10 @@ class Catalog:
             return row.value if row is not None else default
 
     def set_meta(self, session: Session, key: str, value: str) -> None:
-        row = session.get(Meta, key)
-        if row is None:
-            session.add(Meta(key=key, value=value))
-        else:
-            row.value = value
+        """Insert or replace (an upsert, so concurrent writers never collide on the key)."""
+        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(Meta).values(key=key, value=value)
+        session.execute(statement.on_conflict_do_update(index_elements=[Meta.key], set_={"value": value}))
 
     @property
     def fingerprint(self) -> dict | None:
@@ -360,6 +419,7 @@ class Catalog:
         The same weights loaded by another name (a moved directory, the hub cache) are the same model:
         the stored fingerprint keeps its first provenance and only the recorded name follows the user."""
         with self.session.begin() as s:
+            self.serialized(s)  # two indexers starting on a new catalog agree on one model
             stored = s.get(Meta, "model_fingerprint")
             same = stored is not None and same_vectors(json.loads(stored.value), fingerprint)
             if stored is not None and not same:
@@ -389,26 +449,22 @@ class Catalog:
                 "audio_seconds": float(s.scalar(select(func.coalesce(func.sum(Track.duration), 0.0)))),
             }
 
-    def tracks_by_id(self, ids: Iterable[int]) -> dict[int, Track]:
-        ids = [int(i) for i in ids]
+    def rows_held(self, track_ids: set[int], segment_ids: set[int]) -> HeldRows:
+        """The rows of the given tracks and segments, their tags and the folders ever indexed, read in
+        one session. Whole tables are read and then matched (an SQL ``IN`` over a large library's ids
+        would exceed SQLite's bound-parameter limit)."""
         with self.session() as s:
-            rows = s.scalars(select(Track).where(Track.id.in_(ids))).all() if ids else []
-            return {row.id: row for row in rows}
-
-    def segments_by_id(self, ids: Iterable[int]) -> dict[int, Segment]:
-        ids = [int(i) for i in ids]
-        with self.session() as s:
-            rows = s.scalars(select(Segment).where(Segment.id.in_(ids))).all() if ids else []
-            return {row.id: row for row in rows}
-
-    def tags_of(self, track_ids: Iterable[int]) -> dict[int, list[TrackTag]]:
-        track_ids = [int(i) for i in track_ids]
-        out: dict[int, list[TrackTag]] = {i: [] for i in track_ids}
-        with self.session() as s:
-            if track_ids:
-                for tag in s.scalars(select(TrackTag).where(TrackTag.track_id.in_(track_ids))):
-                    out[tag.track_id].append(tag)
-        return out
+            tracks = [r for r in s.execute(
+                select(Track.id, Track.path, Track.title, Track.artist, Track.album, Track.year, Track.duration,
+                       Track.audio_hash).order_by(Track.id)
+            ) if r.id in track_ids]
+            tags = [r for r in s.execute(select(TrackTag.track_id, TrackTag.tag, TrackTag.source, TrackTag.score))
+                    if r.track_id in track_ids]
+            segments = [r for r in s.execute(
+                select(Segment.id, Segment.track_id, Segment.start, Segment.end).order_by(Segment.track_id, Segment.index)
+            ) if r.id in segment_ids]
+            roots = sorted({root for (value,) in s.execute(select(IndexRun.roots)) for root in json.loads(value or "[]")})
+        return HeldRows(tracks, tags, segments, roots)
 
     def errors(self) -> list[IndexError_]:
         with self.session() as s:

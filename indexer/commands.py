@@ -6,7 +6,10 @@ Heavy imports (torch, faiss, the model) happen inside ``run_*`` so that ``muqsea
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +30,10 @@ def add_arguments_index(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="decoder processes (default: half the cores, 1 to 4)")
     parser.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from disk")
+    parser.formatter_class = _IndexHelp
     parser.add_argument("--optimize", action="store_true",
                         help="rebuild the vector indexes with the index type best for the library's size "
-                        "(exact below the measured threshold, HNSW above)")
+                        "({index_kinds})")
     parser.add_argument("--retry-errors", action="store_true",
                         help="try again files that failed before, even if they did not change")
     parser.add_argument("--commit-every", type=int, default=16, metavar="N",
@@ -38,14 +42,68 @@ def add_arguments_index(parser: argparse.ArgumentParser) -> None:
                         help="refuse files longer than this (default 4 hours)")
     parser.add_argument("--no-auto-tags", action="store_true", help="do not score tracks against the tag vocabulary")
     parser.add_argument("--gpu-index", action="store_true", help="build the vector indexes with faiss-gpu if available")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="where decoding and embedding run: decoder processes here (local, the default) or "
+                        "Ray Data tasks and model actors (ray; needs `pip install muqsearch[ray]`)")
+    parser.add_argument("--ray-address", metavar="ADDR", default=None,
+                        help="with --engine ray: the cluster to join (host:port); default: start a Ray here")
+    parser.add_argument("--ray-actors", type=int, default=1, metavar="N",
+                        help="with --engine ray: model actors embedding in parallel (default 1)")
+
+
+class _IndexHelp(argparse.HelpFormatter):
+    """Fills in the index kinds' thresholds, read off the code only when help is shown (faiss loads then)."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        return text.replace("{index_kinds}", describe_index_kinds()) if "{index_kinds}" in text else text
+
+
+def auto_index_kinds(limit: int = 10**12) -> list[tuple[str, int, int | None]]:
+    """(kind, from n, below n or None) for each index kind ``ann.index_kind_for`` picks as a library grows,
+    found by searching its thresholds, so that help and docs follow the code."""
+    from indexer import ann
+
+    spans, low, kind = [], 1, ann.index_kind_for(1)
+    while True:
+        high = low * 2
+        while high <= limit and ann.index_kind_for(high) == kind:
+            high *= 2
+        if high > limit:
+            return [*spans, (kind, low, None)]
+        start = low
+        while high - low > 1:  # the first n in (low, high] picking another kind
+            middle = (low + high) // 2
+            low, high = (middle, high) if ann.index_kind_for(middle) == kind else (low, middle)
+        spans.append((kind, start, high))
+        low, kind = high, ann.index_kind_for(high)
+
+
+def describe_index_kinds() -> str:
+    """"exact (flat) below 50,000 vectors, pq-refine from 50,000", from :func:`auto_index_kinds`."""
+    parts = []
+    for kind, low, high in auto_index_kinds():
+        name = "exact (flat)" if kind == "flat" else kind
+        if low == 1:
+            parts.append(f"{name} below {high:,} vectors" if high else f"{name} at every size")
+        else:
+            parts.append(f"{name} from {low:,}" + (f" to {high - 1:,}" if high else ""))
+    return ", ".join(parts)
 
 
 def run_index(args: argparse.Namespace) -> int:
     from indexer.catalog import CatalogError
-    from indexer.pipeline import Indexer, IndexOptions, default_workers
+    from indexer.domain import check_library, declared_domain
+    from indexer.pipeline import HOLD_ENV, Indexer, IndexOptions, default_workers
     from indexer.vectors import Library, LibraryError
 
+    if args.engine == "ray" and importlib.util.find_spec("ray") is None:
+        return _fail("--engine ray needs Ray: pip install 'muqsearch[ray]' (or -r requirements-ray.txt)")
     directory = _library_dir(args)
+    # a library in a shared catalog ($MUQSEARCH_CATALOG, set by --catalog) exists there, whatever this folder holds
+    created = None if os.environ.get("MUQSEARCH_CATALOG") else _new_entries(directory)
+    if created is not None and not args.model:  # a new library needs a model: fail before creating it
+        return _fail(f"no model: {directory} is a new library; {MODEL_HINT}")
     try:
         library = Library.open(directory, create=True)
     except LibraryError as exc:
@@ -70,23 +128,35 @@ def run_index(args: argparse.Namespace) -> int:
             auto_tags=not args.no_auto_tags,
             use_gpu=args.gpu_index,
             progress=True,
+            hold_file=os.environ.get(HOLD_ENV),
         )
         if args.max_duration:
             options.max_seconds = args.max_duration
         try:
-            summary = Indexer(library, load_model, name, options).run(args.roots)
+            engine = _engine(args, name)
+            summary = Indexer(library, load_model, name, options, engine).run(args.roots)
         except (LibraryError, CatalogError, ModelLoadError) as exc:
-            return _fail(str(exc))
+            failure = str(exc)
         except KeyboardInterrupt:
             print("interrupted: finished tracks are saved; run the same command again to resume", file=sys.stderr)
             return 130
+        else:
+            failure = None
+        if failure is not None:
+            if created is not None and library.catalog.counts()["tracks"] == 0:
+                library.close()
+                created()  # a library this run made and could not fill leaves nothing behind
+            return _fail(failure)
         consistency = library.check()
         if not consistency.ok:  # e.g. an index damaged on disk: the catalog's vectors are the truth
             summary.generation = library.repair(use_gpu=args.gpu_index)
+        domain = check_library(library.catalog, declared_domain(name))
         if args.json:
-            print(json.dumps(summary.to_json(), ensure_ascii=False))
+            print(json.dumps({**summary.to_json(), "domain": domain and domain.to_dict()}, ensure_ascii=False))
         else:
             _print_summary(summary, library, consistency)
+        if domain is not None and not domain.ok:
+            print(f"warning: {domain.warning()}", file=sys.stderr)
     return 1 if summary.nothing_indexed else 0
 
 
@@ -119,6 +189,7 @@ def add_arguments_status(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from indexer.status import library_status
     from indexer.vectors import Library, LibraryError
 
     try:
@@ -142,6 +213,8 @@ def run_status(args: argparse.Namespace) -> int:
         if status["advice"]:
             print(f"advice:    {status['advice']}")
         print("consistent: yes" if status["consistent"] else "consistent: NO - " + "; ".join(status["problems"]))
+        if status["domain"] and status["domain"]["warning"]:
+            print(f"warning:   {status['domain']['warning']}")
         if status["last_run"]:
             run = status["last_run"]
             print(f"last run:  {run['status']} {run['started']}: indexed {run['indexed']}, skipped {run['skipped']}, "
@@ -154,61 +227,49 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def library_status(library) -> dict:
-    """Everything `muqsearch status` reports, as a JSON-ready dict."""
-    from sqlalchemy import select
-
-    from indexer import ann
-    from indexer.catalog import IndexRun
-
-    catalog = library.catalog
-    counts = catalog.counts()
-    consistency = library.check()
-    generation_dir = library.generation_dir(library.generation)
-    sizes = {"catalog": _size(Path(catalog.url.removeprefix("sqlite:///")))}
-    for kind in ("tracks", "segments"):
-        sizes[f"{kind}_index"] = _size(generation_dir / f"{kind}.faiss")
-    index_type = catalog.get_meta("index_type")
-    advised = ann.index_kind_for(counts["tracks"])
-    advice = None
-    if index_type and index_type != advised:
-        advice = f"{counts['tracks']} tracks: a {advised} index would suit better; run `muqsearch index --optimize`"
-    with catalog.session() as s:
-        run = s.scalar(select(IndexRun).order_by(IndexRun.id.desc()).limit(1))
-        last_run = None if run is None else {
-            "id": run.id, "status": run.status, "started": run.started.isoformat(timespec="seconds"),
-            "indexed": run.indexed, "skipped": run.skipped, "failed": run.failed, "removed": run.removed,
-        }
-    errors = [e.to_dict() for e in catalog.errors()]
-    return {
-        "library": str(library.directory),
-        "tracks": counts["tracks"],
-        "segments": counts["segments"],
-        "audio_hours": round(counts["audio_seconds"] / 3600, 4),
-        "errors": len(errors),
-        "error_list": errors,
-        "model": catalog.get_meta("model_name"),
-        "fingerprint": catalog.fingerprint,
-        "index_type": index_type,
-        "segment_index_type": catalog.get_meta("segment_index_type"),
-        "generation": library.generation,
-        "sizes_bytes": sizes,
-        "consistent": consistency.ok,
-        "problems": consistency.problems,
-        "advice": advice,
-        "last_run": last_run,
-    }
-
-
 # --------------------------------------------------------------------------------------------------
 # shared
 
 
 def _library_dir(args) -> Path:
-    from indexer.vectors import default_library_dir
+    from indexer.layout import default_library_dir
 
     value = getattr(args, "library", None)
     return Path(value).expanduser().absolute() if value else default_library_dir()
+
+
+def _new_entries(directory: Path):
+    """None when ``directory`` already holds a catalog; else a function removing what gets made there
+    from now on (the folder itself if it did not exist)."""
+    from indexer.layout import has_catalog
+
+    if has_catalog(directory):
+        return None
+    before = set(directory.iterdir()) if directory.is_dir() else None
+
+    def remove() -> None:
+        import shutil
+
+        if before is None:
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        for entry in set(directory.iterdir()) - before:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+    return remove
+
+
+def _engine(args, model_name: str):
+    """The engine that decodes and embeds: None for the local one, else a RayEngine."""
+    if args.engine == "local":
+        return None
+    from indexer.ray_engine import RayEngine
+
+    return RayEngine(functools.partial(_load_model, model_name, args.device), address=args.ray_address,
+                     actors=max(1, args.ray_actors))
 
 
 class ModelLoadError(RuntimeError):
@@ -220,13 +281,6 @@ def _load_model(name: str, device: str | None):
     from muq_model.runtime import select_device
 
     return MuQMuLan.from_pretrained(name, device=select_device(device or "auto")).eval()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _megabytes(n: int) -> str:

@@ -6,7 +6,8 @@ Two inner-product indexes over unit-norm vectors, both answering with catalog id
             plain mean, as the model defines a track embedding);
 - segments: one vector per 10 s clip (catalog ``segments`` rows).
 
-Layout: ``DIR/vectors/gen-00000007/{tracks.faiss, segments.faiss, manifest.json}``. A generation is
+Layout: ``DIR/vectors/gen-00000007/{tracks.faiss, segments.faiss, manifest.json}``, plus
+``{tracks,segments}.vectors`` (float32 rows, memory-mapped) for an index of kind ``pq-disk``. A generation is
 written into a temporary directory, every file fsynced, then renamed into place, and only then recorded
 in the catalog's ``meta.index_generation``; a reader therefore only ever opens a complete generation.
 The previous generation is kept so that a reader that has just read the old number can still open it.
@@ -16,20 +17,21 @@ Read API (for the search service, UI and API)::
     library = Library.open(directory)            # existing library; LibraryError if there is none
     indexes = library.load(use_gpu=False)        # VectorIndexes of the current generation
     scores, ids = indexes.search_tracks(queries, k, allowed_ids=None)    # (n, k) each; ids = track ids
-    scores, ids = indexes.search_segments(queries, k, allowed_ids=None)  # ids = segment ids
     indexes.track_vectors(ids) / indexes.segment_vectors(ids)  # (n, dim) stored unit vectors
-    library.tracks(ids) -> {id: catalog.Track}   # rows with tags loaded (Track.to_dict() for display)
-    library.segments(ids) -> {id: catalog.Segment}
-    library.tags(track_ids) -> {id: [catalog.TrackTag]}
-    library.generation / library.has_newer(indexes)   # reload when the indexer has written a newer one
+    library.rows_held(indexes) -> catalog.HeldRows   # catalog rows of the tracks/segments indexes hold
+    library.generation                           # reload when the indexer has written a newer one
     library.fingerprint                          # the model every vector was made with
-    library.catalog                              # the catalog.Catalog (sessions for anything else)
+    library.catalog                              # the catalog.Catalog (counts, errors, meta, collections)
+
+The status of a library (counts, errors, model, index, consistency) is ``indexer.status.library_status``.
 
 Write API (for the indexer): ``library.sync()`` brings the indexes up to date with the catalog
 (incrementally when the index kind allows it), ``library.check()`` compares them, ``library.repair()``
 rebuilds them from the catalog's stored vectors, ``library.sync(optimize=True)`` rebuilds with the
 index kind :func:`indexer.ann.index_kind_for` picks for the library's size (``Library.open(...,
-exact_limit=N)`` moves its size threshold, e.g. for tests on small libraries).
+exact_limit=N, in_memory_limit=M)`` moves its size thresholds, e.g. for tests on small libraries). A
+``pq-disk`` index is built from the catalog a batch at a time (its vectors file is written as they pass)
+and is rebuilt on any change: the previous generation's readers may still map its file.
 """
 
 from __future__ import annotations
@@ -45,11 +47,18 @@ import numpy as np
 from sqlalchemy import select
 
 from indexer import ann
-from indexer.catalog import CATALOG_FILENAME, Catalog, CatalogError, Segment, Track, TrackTag, stack_blobs
+from indexer.catalog import (
+    CATALOG_ENV,
+    Catalog,
+    CatalogError,
+    HeldRows,
+    Segment,
+    Track,
+    stack_blobs,
+)
+from indexer.layout import CACHE_DIRNAME, VECTORS_DIRNAME, default_library_dir, has_catalog
 from muq_model.identity import same_vectors
 
-VECTORS_DIRNAME = "vectors"
-CACHE_DIRNAME = "cache"
 GENERATION_PREFIX = "gen-"
 KINDS = ("tracks", "segments")
 READ_BATCH = 20_000  # vectors read from the catalog per query when building
@@ -58,15 +67,6 @@ CHECK_SAMPLE = 256  # stored vectors compared value by value in a consistency ch
 
 class LibraryError(RuntimeError):
     """A library directory that cannot be used as asked; the message says what to do."""
-
-
-def default_library_dir() -> Path:
-    """$MUQSEARCH_LIBRARY, else $XDG_DATA_HOME/muqsearch/library (~/.local/share/muqsearch/library)."""
-    env = os.environ.get("MUQSEARCH_LIBRARY")
-    if env:
-        return Path(env).expanduser()
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data_home / "muqsearch" / "library"
 
 
 def normalized(vectors: np.ndarray) -> np.ndarray:
@@ -92,9 +92,6 @@ class VectorIndexes:
 
     def search_tracks(self, queries: np.ndarray, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
         return ann.search(self.tracks, queries, k, allowed_ids=allowed_ids)
-
-    def search_segments(self, queries: np.ndarray, k: int, allowed_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        return ann.search(self.segments, queries, k, allowed_ids=allowed_ids)
 
     def track_vectors(self, ids) -> np.ndarray:
         return _reconstruct(self.tracks, ids, self.dim)
@@ -139,19 +136,23 @@ class Consistency:
 class Library:
     """A library directory: its catalog, its vector index generations, and a cache."""
 
-    def __init__(self, directory: str | os.PathLike, catalog: Catalog, *, exact_limit: int | None = None):
+    def __init__(self, directory: str | os.PathLike, catalog: Catalog, *, exact_limit: int | None = None,
+                 in_memory_limit: int | None = None):
         self.directory = Path(directory)
         self.catalog = catalog
         self.exact_limit = exact_limit  # None: ann.EXACT_LIMIT, the measured threshold
+        self.in_memory_limit = in_memory_limit  # None: ann.IN_MEMORY_LIMIT
         self.vectors_dir = self.directory / VECTORS_DIRNAME
         self.cache_dir = self.directory / CACHE_DIRNAME
 
     @classmethod
     def open(cls, directory: str | os.PathLike | None = None, *, create: bool = False,
-             catalog_url: str | None = None, exact_limit: int | None = None) -> Library:
+             catalog_url: str | None = None, exact_limit: int | None = None,
+             in_memory_limit: int | None = None) -> Library:
         """Open (or with create=True, make) the library in ``directory`` (default: default_library_dir())."""
         directory = Path(directory).expanduser() if directory else default_library_dir()
-        if not create and catalog_url is None and not (directory / CATALOG_FILENAME).exists():
+        catalog_url = catalog_url or os.environ.get(CATALOG_ENV)  # a shared catalog (PostgreSQL), if set
+        if not create and catalog_url is None and not has_catalog(directory):
             raise LibraryError(
                 f"no library at {directory}: create one with `muqsearch index MUSIC_FOLDER --library {directory}`"
             )
@@ -161,7 +162,7 @@ class Library:
             catalog = Catalog(catalog_url or directory, create=create)
         except CatalogError as exc:
             raise LibraryError(str(exc)) from exc
-        return cls(directory, catalog, exact_limit=exact_limit)
+        return cls(directory, catalog, exact_limit=exact_limit, in_memory_limit=in_memory_limit)
 
     def close(self) -> None:
         self.catalog.close()
@@ -188,9 +189,6 @@ class Library:
         value = self.catalog.get_meta("dim")
         return int(value) if value else None
 
-    def has_newer(self, indexes: VectorIndexes) -> bool:
-        return self.generation > indexes.generation
-
     def generation_dir(self, generation: int) -> Path:
         return self.vectors_dir / f"{GENERATION_PREFIX}{generation:08d}"
 
@@ -201,14 +199,9 @@ class Library:
         except (OSError, ValueError):
             return None
 
-    def tracks(self, ids) -> dict[int, Track]:
-        return self.catalog.tracks_by_id(ids)
-
-    def segments(self, ids) -> dict[int, Segment]:
-        return self.catalog.segments_by_id(ids)
-
-    def tags(self, track_ids) -> dict[int, list[TrackTag]]:
-        return self.catalog.tags_of(track_ids)
+    def rows_held(self, indexes: VectorIndexes) -> HeldRows:
+        """The catalog rows of the tracks and segments ``indexes`` hold (rows the index lacks are left out)."""
+        return self.catalog.rows_held(set(index_ids(indexes.tracks).tolist()), set(index_ids(indexes.segments).tolist()))
 
     # ---- loading ----------------------------------------------------------------------------------
 
@@ -234,7 +227,7 @@ class Library:
             )
         indexes = {}
         for kind in KINDS:
-            index = faiss.read_index(str(directory / f"{kind}.faiss"))
+            index = ann.read_index(directory / f"{kind}.faiss")
             ann.configure_search(index)
             indexes[kind] = ann.to_gpu(index) if use_gpu else index
         return VectorIndexes(generation, fingerprint, dim, indexes["tracks"], indexes["segments"])
@@ -312,14 +305,22 @@ class Library:
         return self._write_generation(updated)
 
     def _build(self, kind: str, ids: np.ndarray, index_kind: str, use_gpu: bool) -> faiss.Index:
-        vectors = self._catalog_vectors(kind, ids)
-        index_kind = ann.buildable_kind(index_kind, len(ids), exact_limit=self.exact_limit)
-        return ann.build_index(vectors, ids, index_kind, use_gpu=use_gpu)
+        index_kind = ann.buildable_kind(index_kind, len(ids), exact_limit=self.exact_limit,
+                                        in_memory_limit=self.in_memory_limit)
+        if index_kind == "pq-disk":  # never every vector in RAM: a training sample, then batch by batch
+            sampled = np.random.default_rng(0).choice(len(ids), size=ann.disk_train_size(len(ids)), replace=False)
+            batches = (self._catalog_vectors(kind, ids[start : start + READ_BATCH])
+                       for start in range(0, len(ids), READ_BATCH))
+            self.vectors_dir.mkdir(parents=True, exist_ok=True)
+            staging = self.vectors_dir / f".staging-{os.getpid()}-{kind}{ann.VECTORS_SUFFIX}"
+            return ann.build_disk_index(ids, batches, self._catalog_vectors(kind, ids[sampled]), staging,
+                                        sample_positions=sampled)
+        return ann.build_index(self._catalog_vectors(kind, ids), ids, index_kind, use_gpu=use_gpu)
 
     def _updated(self, kind, index, catalog_ids, to_add, to_remove, use_gpu) -> faiss.Index:
         """index with to_remove taken out and to_add put in; a rebuild of the same kind if it cannot."""
-        if to_remove.size and not ann.remove_ids(index, to_remove):
-            # HNSW and IVF-with-direct-map cannot remove: rebuild, same kind
+        if ann.index_kind(index) == "pq-disk" or (to_remove.size and not ann.remove_ids(index, to_remove)):
+            # HNSW and IVF-with-direct-map cannot remove, pq-disk changes nothing in place: rebuild, same kind
             return self._build(kind, catalog_ids, ann.index_kind(index), use_gpu)
         if to_add.size:
             index.add_with_ids(self._catalog_vectors(kind, to_add), to_add)
@@ -338,9 +339,8 @@ class Library:
         manifest = {"generation": generation, "fingerprint": self.fingerprint, "dim": self.dim}
         for kind, index in indexes.items():
             cpu = faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index
-            path = temporary / f"{kind}.faiss"
-            faiss.write_index(cpu, str(path))
-            _fsync(path)
+            for path in ann.write_index(cpu, temporary / f"{kind}.faiss"):
+                _fsync(path)
             manifest[kind] = {"kind": ann.index_kind(cpu), "count": int(cpu.ntotal)}
         manifest_path = temporary / "manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -353,11 +353,16 @@ class Library:
             self.catalog.set_meta(s, "index_type", manifest["tracks"]["kind"])
             self.catalog.set_meta(s, "segment_index_type", manifest["segments"]["kind"])
         self._remove_old_generations(keep=(generation, previous))
+        self._remove_stale_temporaries(ours_too=True)  # our pq-disk staging files live on under the generation
         return generation
 
-    def _remove_stale_temporaries(self) -> None:
+    def _remove_stale_temporaries(self, *, ours_too: bool = False) -> None:
+        """Leftovers of killed writes; this process's pq-disk staging files only once they are linked."""
         for path in self.vectors_dir.glob(f".{GENERATION_PREFIX}*.tmp-*"):
             shutil.rmtree(path, ignore_errors=True)
+        for path in self.vectors_dir.glob(".staging-*"):
+            if ours_too or not path.name.startswith(f".staging-{os.getpid()}-"):
+                path.unlink(missing_ok=True)
 
     def _remove_old_generations(self, keep: tuple[int, ...]) -> None:
         for path in self.vectors_dir.glob(f"{GENERATION_PREFIX}*"):

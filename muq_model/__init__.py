@@ -1,4 +1,5 @@
-"""MuQ-MuLan in plain PyTorch: configs, model parts, checkpoint I/O and the embedding API.
+"""MuQ and MuQ-MuLan in plain PyTorch: configs, model parts, checkpoint I/O, the embedding API and the
+MuQ encoder with its self-supervised pretraining pieces (Mel-RVQ, masked-token prediction).
 
 Names are imported lazily so that `import muq_model.commands` (CLI help) does not load torch.
 """
@@ -18,6 +19,10 @@ _EXPORTS = {
     "vector_space": "muq_model.identity",
     "canonical_model_name": "muq_model.identity",
     "CheckpointError": "muq_model.checkpoint",
+    "MuQ": "muq_model.encoder",
+    "SSLConfig": "muq_model.encoder",
+    "RVQConfig": "muq_model.rvq",
+    "ResidualVectorQuantizer": "muq_model.rvq",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from muq_model.config import MuQMuLanConfig
+from muq_model.identity import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,15 @@ def map_official_state_dict(model, state: dict, *, skip_text_encoder: bool = Fal
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if skip_text_encoder:
         expected = {k: s for k, s in expected.items() if not k.startswith("text.model.")}
+    return match_state_dict(expected, state, our_key, official_key)
+
+
+def match_state_dict(expected: dict, state: dict, to_ours, to_official) -> dict:
+    """The checkpoint's tensors under our names, checked against `expected` ({our key: shape}): `to_ours`
+    maps a checkpoint key to ours (None = ignored), `to_official` names a missing key in the error."""
     mapped, seen, unexpected, wrong_shape = {}, set(), [], []
     for key, tensor in state.items():
-        ours = our_key(key)
+        ours = to_ours(key)
         if ours is None:
             continue
         seen.add(ours)
@@ -88,7 +95,7 @@ def map_official_state_dict(model, state: dict, *, skip_text_encoder: bool = Fal
             wrong_shape.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[ours])}")
         else:
             mapped[ours] = tensor
-    missing = [official_key(k) for k in expected if k not in seen]
+    missing = [to_official(k) for k in expected if k not in seen]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_preview(missing)}")
@@ -232,14 +239,6 @@ def find_tokenizer(config: MuQMuLanConfig, model_dir: Path | None = None):
 
 # ---- external text-encoder weights ------------------------------------------------------------------
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_external_text_encoder(model, config: MuQMuLanConfig) -> None:
     """Fill model.text.model from the named source of `text_model.external_weights` (see config docs)."""
     source = config.text_model.name
@@ -336,3 +335,101 @@ def state_dict_hash(state: dict[str, torch.Tensor]) -> str:
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# ---- the standalone MuQ encoder (OpenMuQ/MuQ-large-msd-iter layout) ------------------------------------
+
+# Dead tensors of the official MuQ checkpoint that are not built here: HF's never-called pos_conv_embed
+# (both weight-norm spellings) and the rotary frequencies, which are recomputed. Nothing else is skipped.
+MUQ_IGNORED_KEYS = tuple(re.compile(p) for p in (
+    r"model\.conformer\.pos_conv_embed\.conv\.(bias|weight_g|weight_v|parametrizations\.weight\.original[01])",
+    r"model\.conformer\.embed_positions\.inv_freq",
+))
+# Weight norm saved by torch's newer parametrisation API -> the older names this model (and the official
+# rvq module) uses.
+_PARAMETRIZED = re.compile(r"(.+)\.parametrizations\.weight\.original([01])")
+
+
+def muq_key(official: str) -> str | None:
+    """Official MuQ key -> ours (the same name but for the weight-norm spelling); None when ignored."""
+    if any(p.fullmatch(official) for p in MUQ_IGNORED_KEYS):
+        return None
+    match = _PARAMETRIZED.fullmatch(official)
+    if match:
+        return f"{match[1]}.{('weight_g', 'weight_v')[int(match[2])]}"
+    return official
+
+
+def read_muq_config(directory: Path):
+    import json
+
+    from muq_model.encoder import read_official_config
+
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no {CONFIG_FILE} in {directory}")
+    try:
+        return read_official_config(json.loads(path.read_text()), str(path))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
+def load_muq(cls, name_or_path, *, device=None):
+    """A MuQ from an official-layout directory or hub id, loaded strictly (see match_state_dict)."""
+    directory = resolve_source(name_or_path, allow_patterns=[CONFIG_FILE, SAFETENSORS_FILE, BIN_FILE])
+    config, ssl = read_muq_config(directory)
+    with torch.device("meta"):
+        model = cls(config, ssl)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = match_state_dict(expected, read_state_dict(weights_file(directory)), muq_key, lambda k: k)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.model_id = str(name_or_path)
+    model.eval().float()
+    return model.to(device) if device is not None else model
+
+
+def save_muq(model, directory) -> Path:
+    """config.json (official layout) + model.safetensors (official key names)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = directory / (SAFETENSORS_FILE + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(directory / SAFETENSORS_FILE)
+    (directory / CONFIG_FILE).write_text(model.config_json())
+    return directory
+
+
+def save_rvq(rvq, directory) -> Path:
+    """A stand-alone quantiser (the MuQ-iter latent RVQ): config.json (RVQConfig) + model.safetensors
+    with the official ResidualVectorQuantize key names (`quantizers.0.in_proj.weight_g`, ...)."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in rvq.state_dict().items()},
+              str(directory / SAFETENSORS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(rvq.config), indent=2) + "\n")
+    return directory
+
+
+def load_rvq(directory):
+    """The quantiser save_rvq wrote, loaded strictly."""
+    import json
+
+    from muq_model.rvq import ResidualVectorQuantizer, RVQConfig
+
+    directory = Path(directory)
+    try:
+        config = RVQConfig(**json.loads((directory / CONFIG_FILE).read_text()))
+    except (OSError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not an RVQ config ({exc})") from exc
+    rvq = ResidualVectorQuantizer(config)
+    expected = {k: v.shape for k, v in rvq.state_dict().items()}
+    rvq.load_state_dict(match_state_dict(expected, read_state_dict(weights_file(directory)), muq_key, lambda k: k))
+    return rvq.eval()

@@ -20,16 +20,34 @@ def add_arguments_model(parser: argparse.ArgumentParser) -> None:
         "download", help="fetch a hub checkpoint and its tokenizer, write a self-contained directory"
     )
     download.add_argument("name", nargs="?", default=DEFAULT_MODEL, help=f"hub id (default {DEFAULT_MODEL})")
-    download.add_argument("out", metavar="DIR", help="directory to write")
+    _add_out(download)
     download.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer hub id or directory")
     convert = actions.add_parser(
         "convert", help="rewrite a local checkpoint (pytorch_model.bin or safetensors) as a self-contained directory"
     )
     convert.add_argument("source", help="model directory or cached hub id")
-    convert.add_argument("out", metavar="DIR", help="directory to write")
+    _add_out(convert)
     convert.add_argument("--tokenizer", help="tokenizer directory or cached hub id (default: found automatically)")
     info = actions.add_parser("info", help="show a checkpoint's architecture, size, tokenizer and fingerprint")
     info.add_argument("source", nargs="?", help="model directory or hub id (default: --model)")
+
+
+def _add_out(parser: argparse.ArgumentParser) -> None:
+    """The directory to write: `--out DIR` (as the README writes it) or a second positional argument."""
+    parser.add_argument("out", nargs="?", metavar="DIR", help="directory to write (or --out DIR)")
+    parser.add_argument("--out", dest="out_option", metavar="DIR", help="directory to write")
+
+
+def _out_dir(args: argparse.Namespace) -> str | None:
+    """The one output directory given, or None after saying what is wrong."""
+    if args.out and args.out_option and args.out != args.out_option:
+        problem = f"two output directories given ({args.out}, --out {args.out_option}); give one"
+    elif not (args.out or args.out_option):
+        problem = "where to write? add --out DIR"
+    else:
+        return args.out or args.out_option
+    print(f"muqsearch model {args.model_action}: {problem}", file=sys.stderr)
+    return None
 
 
 def run_model(args: argparse.Namespace) -> int:
@@ -49,6 +67,9 @@ def _write_directory(args: argparse.Namespace) -> int:
     from muq_model.model import MuQMuLan
 
     source = args.name if args.model_action == "download" else args.source
+    out_dir = _out_dir(args)  # before any loading: a missing --out costs nothing
+    if out_dir is None:
+        return 2
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
     model = MuQMuLan.from_pretrained(source, tokenizer=tokenizer)
     if not model.has_tokenizer:
@@ -56,7 +77,7 @@ def _write_directory(args: argparse.Namespace) -> int:
             "warning: no tokenizer found; the directory will embed audio only. Pass --tokenizer DIR to include one.",
             file=sys.stderr,
         )
-    out = model.save_pretrained(args.out)
+    out = model.save_pretrained(out_dir)
     summary = {"source": source, "out": str(out), "tokenizer": model.has_tokenizer, **model.fingerprint()}
     print(json.dumps(summary) if getattr(args, "json", False) else f"wrote {out} ({summary})")
     return 0

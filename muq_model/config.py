@@ -172,6 +172,9 @@ class MuQMuLanConfig:
     text_transformer: MuLanTransformerConfig = field(
         default_factory=lambda: MuLanTransformerConfig(tf_depth=8, max_seq_len=1024)
     )
+    # The only music the model was trained to know, when it is not music in general (the demo model:
+    # "MuQ Search demo world"); the library flags tracks outside it. Not part of the vectors' identity.
+    domain: str | None = None
 
     # ---- derived views ------------------------------------------------------------------------------
 
@@ -237,6 +240,8 @@ class MuQMuLanConfig:
             elif values.get("max_seq_len") is None:
                 values.pop("max_seq_len", None)
             out[section] = values
+        if self.domain is not None:
+            out["domain"] = self.domain
         return out
 
     @classmethod
@@ -261,10 +266,13 @@ class MuQMuLanConfig:
             if section == "audio_model" and isinstance(values.get("muq"), dict):
                 values["muq"] = _build(MuQConfig, values["muq"], "audio_model.muq")
             sections[section] = _build(klass, values, section)
+        domain = data.get("domain")
+        if domain is not None and not (isinstance(domain, str) and domain.strip()):
+            raise ValueError(f"config domain must be a non-empty string naming what the model knows, got {domain!r}")
         for key in data:
-            if key not in sections:
+            if key not in sections and key != "domain":
                 logger.warning("config.json: ignoring unknown top-level key %r", key)
-        config = cls(**sections)
+        config = cls(**sections, domain=domain)
         config.mulan.clip_secs = _whole(config.mulan.clip_secs, "mulan.clip_secs")
         return config
 
@@ -273,7 +281,8 @@ class MuQMuLanConfig:
 
     def hash(self) -> str:
         """Short stable hash of the architecture and clip settings (part of the model fingerprint)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        architecture = {k: v for k, v in self.to_dict().items() if k != "domain"}
+        return hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- presets ------------------------------------------------------------------------------------
 

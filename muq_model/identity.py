@@ -1,12 +1,15 @@
-"""How a library identifies a model: the name it records and the vectors the model makes.
+"""How a library identifies a model: the name it records and the vectors the model makes; and how
+anything identifies a file: the SHA-256 of its bytes.
 
 Kept free of torch so the catalog and the CLI can use it without loading a model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from pathlib import Path
 
 
 def canonical_model_name(name: str) -> str:
@@ -18,6 +21,12 @@ def canonical_model_name(name: str) -> str:
 
 VECTOR_SPACE_FIELDS = ("config_hash", "weights_hash", "clip_policy")
 
+# Which precision modes (muq_model.runtime.PRECISIONS) make interchangeable vectors: those whose every
+# clip vector has cosine >= 0.9999 to fp32's share fp32's space (README "Precision modes" has the
+# measurements); the others get a space of their own, so a library never mixes them silently.
+# A fingerprint without "precision" predates the modes and was made in fp32.
+PRECISION_VECTOR_SPACES = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "int8": "int8"}
+
 
 def vector_space(fingerprint: dict) -> str:
     """The part of a fingerprint that decides which vectors a model makes, as a stable string key.
@@ -27,7 +36,13 @@ def vector_space(fingerprint: dict) -> str:
     missing = [k for k in VECTOR_SPACE_FIELDS if k not in fingerprint]
     if missing:
         raise ValueError(f"model fingerprint lacks {missing}: {fingerprint}")
-    return json.dumps({k: fingerprint[k] for k in VECTOR_SPACE_FIELDS}, sort_keys=True)
+    precision = fingerprint.get("precision", "fp32")
+    if precision not in PRECISION_VECTOR_SPACES:
+        raise ValueError(f"model fingerprint has an unknown precision {precision!r}: {fingerprint}")
+    key = {k: fingerprint[k] for k in VECTOR_SPACE_FIELDS}
+    if PRECISION_VECTOR_SPACES[precision] != "fp32":  # fp32's key stays as it was before precision modes
+        key["numerics"] = PRECISION_VECTOR_SPACES[precision]
+    return json.dumps(key, sort_keys=True)
 
 
 def same_vectors(a: dict | None, b: dict | None) -> bool:
@@ -36,3 +51,12 @@ def same_vectors(a: dict | None, b: dict | None) -> bool:
         return a is not None and b is not None and vector_space(a) == vector_space(b)
     except ValueError:
         return False
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """SHA-256 (hex) of a file's bytes, read in blocks so a large file costs no memory."""
+    digest = hashlib.sha256()
+    with open(Path(path), "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,7 +2,8 @@
 
 Inference API (no gradients, float32 CPU results, deterministic and batch-invariant):
 `embed_audio`, `embed_clips`, `embed_text`, `embed_text_ids`, `similarity`, `fingerprint`.
-Training hooks (differentiable, unit-norm latents): `encode_audio`, `encode_text_ids`, `freeze`.
+Training hooks (differentiable, unit-norm latents): `encode_audio`, `encode_text_ids`, `freeze`, and on
+features the towers cache (`audio.features`, `text.features`): `encode_audio_features`, `encode_text_features`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embed
 from muq_model.config import MuQMuLanConfig
 from muq_model.identity import vector_space
 from muq_model.mulan import AudioTower, TextTower
+from muq_model.runtime import check_precision, precision_context, quantise_linears
 
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
 
@@ -50,6 +52,9 @@ class MuQMuLan(nn.Module):
         self.clip_policy = ClipPolicy(config.clip_samples, official_compat=official_compat)
         self.model_id = "random-init"
         self.clip_batch_samples = DEFAULT_CLIP_BATCH_SAMPLES
+        self._weights_hash: tuple[tuple, str] | None = None  # (weights_version key, hash), see weights_hash
+        self.precision = "fp32"  # see set_precision
+        self._float_weights_hash: str | None = None  # int8: the hash of the weights it was quantised from
 
     # ---- facts --------------------------------------------------------------------------------------
 
@@ -77,6 +82,19 @@ class MuQMuLan(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def set_precision(self, precision: str | None = None) -> MuQMuLan:
+        """Inference numerics (muq_model.runtime.PRECISIONS; None: the device's default): fp32, tf32
+        (CUDA), bf16 (autocast) or int8 (CPU; quantises the audio tower's Linears in place, for good).
+        Recorded in fingerprint(). Call after moving the model to its device. Returns self."""
+        precision = check_precision(precision, self.device)
+        if self.precision == "int8" and precision != "int8":
+            raise ValueError("this model's audio tower is quantised to int8; load it again for another precision")
+        if precision == "int8" and self.precision != "int8":
+            self._float_weights_hash = self.weights_hash()
+            quantise_linears(self.audio)
+        self.precision = precision
+        return self
+
     # ---- differentiable paths (training) ------------------------------------------------------------
 
     def encode_audio(self, clips: torch.Tensor) -> torch.Tensor:
@@ -97,13 +115,29 @@ class MuQMuLan(nn.Module):
         pooled = self.text(input_ids, attention_mask.to(self.device), pad_aware=pad_aware)
         return F.normalize(self.text_to_latents(pooled), dim=-1)
 
-    def freeze(self, *, audio: bool | None = None, text: bool | None = None, text_encoder: bool | None = None):
-        """Switch requires_grad per part: `audio` = the whole audio tower + audio_to_latents, `text` =
-        the MuLan text transformer + proj + text_to_latents, `text_encoder` = the pretrained text encoder
-        (frozen by default, as upstream). None leaves a part as it is. Returns self."""
+    def encode_audio_features(self, features: torch.Tensor, *, through_stem: bool = False) -> torch.Tensor:
+        """Cached `audio.features(clips, through_stem=...)`, or time crops of them -> (B, dim) unit-norm
+        latents, with gradients: equal to encode_audio on the clips."""
+        pooled = self.audio.forward_from_features(features.to(self.device), through_stem=through_stem)
+        return F.normalize(self.audio_to_latents(pooled), dim=-1)
+
+    def encode_text_features(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cached `text.features(ids, mask)` (B, L, width) + (B, L) mask -> (B, dim) unit-norm latents, pad-aware:
+        equal to encode_text_ids(ids, mask) while the text encoder is frozen."""
+        pooled = self.text.forward_from_features(hidden.to(self.device, self.dtype), mask.to(self.device).bool())
+        return F.normalize(self.text_to_latents(pooled), dim=-1)
+
+    def freeze(self, *, audio: bool | None = None, stem: bool | None = None, text: bool | None = None,
+               text_encoder: bool | None = None):
+        """Switch requires_grad per part: `audio` = the whole audio tower + audio_to_latents, `stem` = the
+        audio tower's Conv2d blocks (then its output can be cached), `text` = the MuLan text transformer +
+        proj + text_to_latents, `text_encoder` = the pretrained text encoder (frozen by default, as
+        upstream). None leaves a part as it is. Returns self."""
         if audio is not None:
             for p in [*self.audio.parameters(), *self.audio_to_latents.parameters()]:
                 p.requires_grad_(not audio)
+        if stem is not None:
+            self.audio.model.conv.conv.requires_grad_(not stem)
         if text is not None:
             parts = [self.text.transformer, self.text.proj, self.text_to_latents]
             for p in (p for part in parts for p in part.parameters()):
@@ -124,7 +158,8 @@ class MuQMuLan(nn.Module):
             clips = clips[None]
         if clips.dim() != 2:
             raise ValueError(f"embed_clips expects (batch, samples), got shape {tuple(clips.shape)}")
-        pooled = self.audio(clips.to(self.device))  # (B, audio_transformer.dim)
+        with precision_context(self.precision, self.device):
+            pooled = self.audio(clips.to(self.device)).to(self.dtype)  # (B, audio_transformer.dim)
         # One matrix-vector product per row: a (B, d) GEMM can round differently from the B = 1 GEMV,
         # and a clip's vector must not depend on the batch it was computed in.
         latents = torch.cat([self.audio_to_latents(pooled[i : i + 1]) for i in range(len(pooled))])
@@ -230,7 +265,8 @@ class MuQMuLan(nn.Module):
         for i, tokens in enumerate(token_lists):
             if not tokens:
                 raise ValueError(f"text {i} has no tokens")
-            out[i] = self.encode_text_ids(torch.tensor([tokens], dtype=torch.long))[0].float().cpu()
+            with precision_context(self.precision, self.device):
+                out[i] = self.encode_text_ids(torch.tensor([tokens], dtype=torch.long))[0].float().cpu()
         return out
 
     # ---- comparison, identity -----------------------------------------------------------------------
@@ -242,10 +278,18 @@ class MuQMuLan(nn.Module):
         return a @ (b.mT if b.dim() == 2 else b)
 
     def weights_hash(self) -> str:
-        """SHA-256 (16 hex) over every tensor of the state_dict in key order (a few seconds at full size)."""
+        """SHA-256 (16 hex) over every tensor of the state_dict in key order; for an int8 model, of the float
+        weights it was quantised from. Hashing takes seconds at full size, so it runs once per set of weights:
+        the hash is kept under `weights_version`, which changes whenever a weight does, and recomputed only then."""
         from muq_model.checkpoint import state_dict_hash
 
-        return state_dict_hash(self.state_dict())
+        if self._float_weights_hash:
+            return self._float_weights_hash
+        state = self.state_dict()
+        version = weights_version(state)
+        if self._weights_hash is None or self._weights_hash[0] != version:
+            self._weights_hash = (version, state_dict_hash(state))
+        return self._weights_hash[1]
 
     def fingerprint(self) -> dict:
         """Identifies which vectors this model produces; the catalog never mixes fingerprints."""
@@ -254,6 +298,7 @@ class MuQMuLan(nn.Module):
             "config_hash": self.config.hash(),
             "weights_hash": self.weights_hash(),
             "clip_policy": self.clip_policy.describe(),
+            "precision": self.precision,  # which precisions share vectors: muq_model.identity
         }
 
     def vector_space(self) -> str:
@@ -264,16 +309,31 @@ class MuQMuLan(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, tokenizer=None, device=None, dtype=None,
-                        official_compat: bool = True) -> MuQMuLan:
+                        official_compat: bool = True, precision: str | None = None) -> MuQMuLan:
+        """precision: fp32 | tf32 | bf16 | int8, None for the device's default (see set_precision)."""
         from muq_model.checkpoint import load_pretrained
 
-        return load_pretrained(cls, name_or_path, tokenizer=tokenizer, device=device, dtype=dtype,
-                               official_compat=official_compat)
+        model = load_pretrained(cls, name_or_path, tokenizer=tokenizer, device=device, dtype=dtype,
+                                official_compat=official_compat)
+        return model.set_precision(precision)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from muq_model.checkpoint import save_pretrained
 
         return save_pretrained(self, directory)
+
+
+def weights_version(state: dict) -> tuple:
+    """A cheap key that changes whenever a tensor of `state` may have: per tensor its storage address,
+    dtype, shape, device and autograd version counter, which every in-place write advances
+    (load_state_dict, optimizer steps, `with torch.no_grad(): p.add_(...)`); `.to()` / `.half()` give
+    new storage. Writes through `tensor.data` bypass the counter (as they bypass autograd): nothing here
+    does that."""
+    return tuple(
+        (name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), str(t.device)) if isinstance(t, torch.Tensor)
+        else (name, repr(t))
+        for name, t in state.items()
+    )
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:

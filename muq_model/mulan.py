@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import transformers
@@ -100,7 +102,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 class AudioTower(nn.Module):
-    """MuQ -> hidden state `use_layer_idx` -> proj -> MuLan transformer -> mean over time."""
+    """MuQ -> hidden state `use_layer_idx` -> proj -> MuLan transformer -> mean over time.
+
+    Training caches the tower's frozen front once per track (`features`: the mel, which has no
+    parameters, or with a frozen stem the stem's output) and runs the rest per step on crops of it
+    (`forward_from_features`)."""
 
     def __init__(self, model_config: ModalModelConfig, muq: MuQConfig, transformer: MuLanTransformerConfig):
         super().__init__()
@@ -112,8 +118,29 @@ class AudioTower(nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.pool(self.model(clips)[self.use_layer_idx])
 
+    def features(self, clips: torch.Tensor, *, through_stem: bool = False) -> torch.Tensor:
+        """(B, S) clips -> time-first features, without gradients: the normalised mel (B, T, n_mels), or
+        with `through_stem` the Conv2d stem's output before its linear layer (B, T', C * F/4), computed in
+        the tower's current mode (eval: BatchNorm running statistics, as at inference)."""
+        with torch.no_grad():
+            mel = self.model.features(clips)  # (B, n_mels, T)
+            return self.model.conv.flat_features(mel) if through_stem else mel.transpose(1, 2)
+
+    def forward_from_features(self, features: torch.Tensor, *, through_stem: bool = False) -> torch.Tensor:
+        """Time-first `features` (or time crops of them) -> (B, dim), with gradients: the rest of `forward`,
+        equal to it on the clips the features came from (tests/test_training.py)."""
+        muq = self.model
+        features = features.to(muq.compute_dtype)
+        frames = muq.conv.linear(features) if through_stem else muq.conv(features.transpose(1, 2))  # (B, T', D)
+        return self.pool(muq.conformer(frames)[self.use_layer_idx])
+
+    def features_per_second(self, *, through_stem: bool = False) -> float:
+        """Time steps per second of audio in `features`."""
+        muq = self.model.config
+        return muq.sample_rate / muq.hop_length / (math.prod(muq.time_strides) if through_stem else 1)
+
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, T', D_muq) MuQ hidden state -> (B, dim): the MuLan part, also run on cached features in training."""
+        """(B, T', D_muq) MuQ hidden state -> (B, dim): the MuLan part."""
         return self.transformer(self.proj(hidden)).mean(dim=1)
 
 
@@ -153,9 +180,16 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_aware: bool) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, W)
-        return self.pool(hidden, attention_mask.bool() if pad_aware else None)
+        return self.forward_from_features(hidden, attention_mask.bool() if pad_aware else None)
 
-    def pool(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, L, W) encoder states -> (B, dim): the MuLan part, also run on cached states in training."""
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> the pretrained encoder's last hidden state (B, L, W), without gradients:
+        what training caches per caption while the encoder is frozen."""
+        with torch.no_grad():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward_from_features(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, L, W) encoder states -> (B, dim): the MuLan part of `forward`; `key_mask` (B, L), True =
+        token, makes it pad-aware."""
         x = self.transformer(self.proj(hidden), key_mask)  # (B, L, dim)
         return masked_mean(x, key_mask)  # (B, dim)

@@ -86,7 +86,8 @@ class AppLibrary:
     )
 
     def __init__(self, directory, root, model):
-        from indexer.testing import write_audio, write_tags
+        from benchmarks.audio_files import write_audio
+        from tests.helpers import write_tags
 
         self.directory, self.root, self.model = directory, root, model
         root.mkdir(parents=True, exist_ok=True)
@@ -98,7 +99,8 @@ class AppLibrary:
         self.index(root, self.paths)
 
     def add_file(self, folder, *, seed, seconds, title):
-        from indexer.testing import write_audio, write_tags
+        from benchmarks.audio_files import write_audio
+        from tests.helpers import write_tags
 
         path = write_audio(folder / f"{title}.wav", seconds=seconds, seed=seed)
         write_tags(path, title=title, artist="Newcomer")
@@ -164,3 +166,85 @@ def pytest_configure(config):
     from muq_model.runtime import configure_threads
 
     configure_threads()
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL: a throw-away cluster for the catalog tests
+
+
+def _postgres_bindir():
+    """The PostgreSQL server binaries (Debian's postgresql package), newest version first."""
+    import glob
+    import shutil
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if os.path.exists(os.path.join(candidate, "initdb")):
+            return candidate
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+class PostgresServer:
+    """A running throw-away cluster: ``database(name)`` makes a fresh database and returns its URL."""
+
+    def __init__(self, socket_dir: str, port: int):
+        self.socket_dir, self.port = socket_dir, port
+
+    def _admin(self):
+        import psycopg
+
+        return psycopg.connect(host=self.socket_dir, port=self.port, user="postgres", dbname="postgres",
+                               autocommit=True)
+
+    def database(self, name: str, template: str | None = None) -> str:
+        """A new database ``name`` (empty, or a copy of database ``template``), replacing any of that name."""
+        with self._admin() as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            connection.execute(f'CREATE DATABASE "{name}"{copy}')
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"postgresql://postgres@/{name}?host={self.socket_dir}&port={self.port}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster made with initdb in a temporary folder, listening only on a unix socket there,
+    stopped and removed after the session.
+
+    initdb refuses to run as root, so when the tests run as root the cluster belongs to ``nobody``."""
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries not found: run `bash scripts/install.sh --dev`")
+    base = tempfile.mkdtemp(prefix="muqsearch-pg-")
+    as_owner = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(base, nobody.pw_uid, nobody.pw_gid)
+        as_owner = ["runuser", "-u", "nobody", "--"]
+    data, port = os.path.join(base, "data"), 5432  # the socket lives in base: no clash with any other server
+    subprocess.run([*as_owner, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                    "--locale=C", "--no-sync"], check=True, capture_output=True, cwd=base)
+    options = f"-k {base} -p {port} -c listen_addresses='' -c fsync=off -c max_connections=100"
+    subprocess.run([*as_owner, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-l", os.path.join(base, "log"),
+                    "-w", "start"], check=True, capture_output=True, cwd=base)
+    try:
+        yield PostgresServer(base, port)
+    finally:
+        subprocess.run([*as_owner, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+                       capture_output=True, cwd=base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_catalog(postgres_server, request):
+    """The URL of a new, empty PostgreSQL database for one test."""
+    import re
+
+    return postgres_server.database("t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50])

@@ -72,11 +72,14 @@ def test_ivf_nprobe_is_configurable_and_capped_at_the_list_count(data):
     assert ivf.nprobe == ivf.nlist
 
 
-def test_auto_kind_follows_the_documented_threshold(data):
+def test_auto_kind_follows_the_documented_thresholds(data):
     vectors, ids, _, _ = data
     assert ann.index_kind_for(ann.EXACT_LIMIT - 1) == "flat"
     assert ann.index_kind_for(ann.EXACT_LIMIT) == "pq-refine"
-    assert ann.index_kind_for(10**8) == "pq-refine"
+    assert ann.index_kind_for(ann.IN_MEMORY_LIMIT - 1) == "pq-refine"
+    assert ann.index_kind_for(ann.IN_MEMORY_LIMIT) == "pq-disk"
+    assert ann.index_kind_for(10**8) == "pq-disk"
+    assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000], exact_limit=10, in_memory_limit=1000)) == "pq-disk"
     assert ann.index_kind(ann.build_index(vectors[:999], ids[:999], exact_limit=1000)) == "flat"
     assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000], exact_limit=1000)) == "pq-refine"
     assert ann.index_kind(ann.build_index(vectors[:1000], ids[:1000])) == "flat"  # the real threshold is 50 k
@@ -203,11 +206,13 @@ def test_index_survives_a_write_and_read(data, tmp_path):
     vectors, ids, queries, _ = data
     for kind in ann.KINDS:
         index = ann.build_index(vectors, ids, kind)
-        faiss.write_index(index, str(tmp_path / f"{kind}.faiss"))
-        loaded = faiss.read_index(str(tmp_path / f"{kind}.faiss"))
+        written = ann.write_index(index, tmp_path / f"{kind}.faiss")
+        assert [p.name for p in written] == [f"{kind}.vectors", f"{kind}.faiss"][kind != "pq-disk" :]
+        loaded = ann.read_index(tmp_path / f"{kind}.faiss")
+        ann.configure_search(loaded)
         assert ann.index_kind(loaded) == kind
         np.testing.assert_array_equal(ann.search(loaded, queries, 10)[1], ann.search(index, queries, 10)[1])
-        np.testing.assert_array_equal(loaded.reconstruct(int(ids[7])), vectors[7])
+        np.testing.assert_array_equal(loaded.reconstruct_batch(ids[7:8])[0], vectors[7])
 
 
 def test_bad_input_is_refused(data):
@@ -241,3 +246,58 @@ def test_filters_over_huge_ids_use_a_hash_set_with_the_same_results(data, monkey
         monkeypatch.setattr(ann, "EXACT_FILTER_LIMIT", 100)
         np.testing.assert_array_equal(with_bitmap[1], with_hash_set[1])
         assert np.isin(with_bitmap[1], allowed).all()
+
+
+def test_pq_disk_probes_every_list_on_random_vectors_and_few_on_clustered_ones(tmp_path):
+    # Random vectors have no clusters: only a scan of every list's codes finds their neighbours.
+    vectors, queries = random_unit(20_000, 64, seed=0), random_unit(200, 64, seed=1)
+    ids = np.arange(len(vectors)) * 3
+    _, positions = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    index = ann.build_index(vectors, ids, "pq-disk", path=tmp_path / "random.vectors")
+    assert index.calibrated_nprobe == index.base.nlist > 1
+    assert recall(ann.search(index, queries, 10)[1], ids[positions]) >= 0.95
+    ann.configure_search(index, nprobe=1)
+    assert recall(ann.search(index, queries, 10)[1], ids[positions]) < 0.5
+    # Well separated clusters: a few lists hold a query's neighbours.
+    centres = random_unit(64, 64, seed=2)
+    rng = np.random.default_rng(3)
+    def blobs(n):
+        x = centres[rng.integers(0, 64, n)] + 0.05 * rng.standard_normal((n, 64)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    vectors, queries = blobs(20_000), blobs(200)
+    _, positions = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    index = ann.build_index(vectors, ids, "pq-disk", path=tmp_path / "clustered.vectors")
+    assert index.calibrated_nprobe < index.base.nlist
+    assert recall(ann.search(index, queries, 10)[1], ids[positions]) >= 0.95
+
+
+def test_pq_disk_keeps_codes_in_ram_and_exact_vectors_in_its_file(data, tmp_path):
+    vectors, ids, queries, _ = data
+    index = ann.build_index(vectors, ids, "pq-disk", path=tmp_path / "built.vectors")
+    assert (tmp_path / "built.vectors").stat().st_size == vectors.nbytes
+    written = ann.write_index(index, tmp_path / "segments.faiss")
+    # what is read into RAM: 4-bit codes (DIM / 4 bytes), ids, centroids, block padding; no vectors
+    assert written[1].stat().st_size < vectors.nbytes / 4
+    assert (tmp_path / "segments.vectors").samefile(tmp_path / "built.vectors")  # linked, not copied
+    np.testing.assert_array_equal(index.reconstruct_batch(ids[[5, 0, 77]]), vectors[[5, 0, 77]])
+    with pytest.raises(RuntimeError, match="not in the index"):
+        index.reconstruct_batch(np.array([-3]))
+    assert not ann.remove_ids(index, ids[:3])  # its file is shared with readers: a change rebuilds it
+    with open(tmp_path / "segments.vectors", "r+b") as file:  # a torn or foreign vectors file is refused
+        file.truncate(vectors.nbytes - 4)
+    with pytest.raises(ann.IndexFileError, match="segments.vectors"):
+        ann.read_index(tmp_path / "segments.faiss")
+
+
+def test_pq_disk_streamed_build_matches_and_refuses_chunks_that_do_not_fit(data, tmp_path):
+    vectors, ids, queries, _ = data
+    sample_positions = np.random.default_rng(0).choice(len(ids), size=ann.disk_train_size(len(ids)), replace=False)
+    streamed = ann.build_disk_index(ids, (vectors[s : s + 1000] for s in range(0, len(ids), 1000)),
+                                    vectors[sample_positions], tmp_path / "streamed.vectors",
+                                    sample_positions=sample_positions)
+    whole = ann.build_index(vectors, ids, "pq-disk")
+    np.testing.assert_array_equal(ann.search(streamed, queries, 10)[1], ann.search(whole, queries, 10)[1])
+    with pytest.raises(ValueError, match="arrived for"):
+        ann.build_disk_index(ids, iter([vectors[:1000]]), vectors[:500], tmp_path / "short.vectors")
+    with pytest.raises(ValueError, match="does not fit"):
+        ann.build_disk_index(ids[:10], iter([vectors[:11]]), vectors[:10], tmp_path / "long.vectors")

@@ -8,6 +8,8 @@ import shutil
 import pytest
 from gradio_client import Client, handle_file
 
+from benchmarks.audio_files import write_audio
+
 
 @pytest.fixture(scope="module")
 def client(app_server):
@@ -35,9 +37,21 @@ def test_search_endpoint_matches_the_service(client, app_server):
 def test_similar_endpoint_by_track_id_and_by_upload(client, app_library, tmp_path):
     by_id = client.predict(None, "3", 4, api_name="/similar")
     assert len(by_id) == 4 and 3 not in [r["track_id"] for r in by_id]
-    clip = shutil.copy(app_library.paths[5], tmp_path / "query.wav")
+    clip = write_audio(tmp_path / "query.wav", seconds=7.0, seed=99)  # audio that is not in the library
     by_upload = client.predict(audio=handle_file(str(clip)), k=2, api_name="/similar")
-    assert by_upload[0]["path"] == app_library.paths[5] and by_upload[0]["score"] > 0.999
+    assert len(by_upload) == 2 and all(r["path"] in app_library.paths for r in by_upload)
+
+
+def test_an_upload_of_a_library_track_answers_as_that_track(client, app_library, tmp_path):
+    """It used to list itself first at 1.000: the copy is recognised by its audio and left out."""
+    clip = shutil.copy(app_library.paths[5], tmp_path / "query.wav")
+    by_upload = client.predict(audio=handle_file(str(clip)), k=4, api_name="/similar")
+    by_id = client.predict(None, "6", 4, api_name="/similar")
+    assert [r["track_id"] for r in by_upload] == [r["track_id"] for r in by_id]
+    assert app_library.paths[5] not in [r["path"] for r in by_upload]
+    about = client.predict(audio=handle_file(str(clip)), k=3, api_name="/describe")
+    assert "which is library track 6: Short Bell" in about["source"]
+    assert 6 not in [r["track_id"] for r in about["similar"]]
 
 
 def test_describe_endpoint(client, app_library):
@@ -55,3 +69,25 @@ def test_api_errors_are_messages(client):
         client.predict("piano", 3, False, "colour=red", api_name="/search")
     with pytest.raises(AppError, match="track id"):
         client.predict(None, "../../etc/passwd", 3, api_name="/similar")
+
+
+def test_each_refused_api_call_logs_one_line_and_no_traceback(client, capfd, caplog):
+    """Expected mistakes are the caller's, not the server's: one log line each (it printed ~20-line
+    tracebacks, 8 for 8 bad calls)."""
+    from gradio_client.exceptions import AppError
+
+    capfd.readouterr()
+    bad_calls = [
+        dict(query="", k=3, moments=False, filters="", api_name="/search"),
+        dict(query="piano", k=3, moments=False, filters="colour=red", api_name="/search"),
+        dict(query="piano", k=0, moments=False, filters="", api_name="/search"),
+        dict(audio=None, track_id="9999", k=3, api_name="/similar"),
+        dict(audio=None, track_id="", k=3, api_name="/describe"),
+    ]
+    for call in bad_calls:
+        with pytest.raises(AppError):
+            client.predict(**call)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, (out + err)[-3000:]
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.ui"]
+    assert len(lines) == len(bad_calls) and all("refused:" in line and "\n" not in line for line in lines), lines

@@ -56,7 +56,7 @@ def test_search_filters_and_text_output(cli_library, capsys):
     code, out, _ = run(capsys, "search", "piano", "-k", "2", *options)
     assert code == 0 and "  1." in out and "  2." in out
     code, _, err = run(capsys, "search", "piano", "--filter", "mood=sad", *options)
-    assert code == 1 and err.startswith("muqsearch search: filter 'mood=sad': unknown key")
+    assert code == 2 and err.startswith("muqsearch search: filter 'mood=sad': unknown key")
 
 
 def test_similar_and_describe(cli_library, capsys, tmp_path):
@@ -72,7 +72,7 @@ def test_similar_and_describe(cli_library, capsys, tmp_path):
     described = json.loads(out)
     assert len(described["tags"]) == 4 and described["similar"]
     code, _, err = run(capsys, "describe", str(tmp_path / "missing.wav"), *options)
-    assert code == 1 and "missing.wav" in err
+    assert code == 2 and "missing.wav" in err
 
 
 def test_texts_add_list_remove(cli_library, capsys, tmp_path):
@@ -88,10 +88,78 @@ def test_texts_add_list_remove(cli_library, capsys, tmp_path):
     code, out, _ = run(capsys, *options, "texts", "remove", "briefs")
     assert code == 0
     code, _, err = run(capsys, *options, "texts", "remove", "briefs")
-    assert code == 1 and "no text collection" in err
+    assert code == 2 and "no text collection" in err
 
 
 def test_a_library_without_tracks_says_how_to_index(capsys, tmp_path, cli_library):
     model_dir = cli_library[0][1].replace("library", "model")
     code, _, err = run(capsys, "search", "piano", "--library", str(tmp_path / "empty"), "--model", model_dir)
-    assert code == 1 and "muqsearch index" in err
+    assert code == 2 and "muqsearch index" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 17: the first hour of a new user
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fails the test if a command loads the model: input mistakes must be answered before that."""
+    from muq_model import MuQMuLan
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(MuQMuLan, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "   "], "Type a description"),
+    (["search", "x" * 501], "limit is 500"),
+    (["search", "piano", "--filter", "colour=red"], "unknown key 'colour'"),
+    (["search", "piano", "-k", "0"], "-k must be between 1 and"),
+    (["similar", "no-such-file.wav"], "no-such-file.wav does not exist"),
+    (["describe", "no-such-file.wav"], "no-such-file.wav does not exist"),
+    (["texts", "add", "no-such-briefs.txt"], "no-such-briefs.txt"),
+])
+def test_input_mistakes_are_refused_before_the_model_loads(cli_library, capsys, no_model_load, argv, message):
+    options, _ = cli_library
+    code, out, err = run(capsys, *options, *argv)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert out == ""
+
+
+def test_no_match_exits_1_and_names_the_filter_that_excludes_everything(cli_library, capsys):
+    options, _ = cli_library
+    code, out, err = run(capsys, "search", "piano", "--filter", "artist=nobody", *options)
+    assert code == 1 and out == ""
+    assert "no track has artist=nobody" in err
+    code, out, err = run(capsys, "search", "piano", "--filter", "artist=cleo", "--filter", "album=first", "--json",
+                         *options)  # each matches some tracks, together none
+    assert code == 1 and json.loads(out) == []
+    assert "artist=cleo, album=first together" in err
+    code, out, err = run(capsys, "search", "piano", "--filter", "year=1900..1950", *options)
+    assert code == 1 and "no track is from 1900..1950" in err
+
+
+def test_an_unknown_tag_lists_the_known_tags(cli_library, capsys):
+    options, _ = cli_library
+    code, _, err = run(capsys, "search", "piano", "--filter", "tag=kazoo", *options)
+    assert code == 1 and "no track has the tag 'kazoo'" in err
+    assert "Classical" in err and "Electronic" in err  # the files' genres are tags of this library
+
+
+def test_status_without_arguments_falls_back_to_the_demo_library(capsys, monkeypatch, tmp_path, cli_library):
+    """`status` used to fail ("no library at ...") where every other command falls back to the demo."""
+    from app import choose
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    monkeypatch.delenv("MUQSEARCH_MODEL", raising=False)
+    assert choose.demo_world() is not None
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "the demo library is not indexed yet: `muqsearch serve` or `muqsearch demo`" in err
+    shutil.copytree(cli_library[0][1], choose.demo_library_dir())  # as if `muqsearch serve` had indexed it
+    code, out, err = run(capsys, "--json", "status")
+    assert code == 0, err
+    assert json.loads(out)["library"] == str(choose.demo_library_dir())
+    assert choose.resolve(None, None).library_dir == choose.demo_library_dir()  # the library search would use

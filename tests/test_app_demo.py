@@ -1,5 +1,7 @@
-"""Out of the box: with no --library and no --model the app uses the bundled demo world, indexes it into a
-per-user folder on first start (cached afterwards), and says which model runs and how to switch."""
+"""Out of the box: with no --library and no --model the app uses the bundled demo world, sets its library up
+in a per-user folder on first start (here by indexing: the shipped prebuilt library was made by another
+model than these tests' stand-in; see test_demo_prebuilt.py), reuses it afterwards, and says which model
+runs and how to switch."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import shutil
 import pytest
 
 import data.demo
-from app import demo
+from app import choose
 from app.cli import main
 
 
@@ -30,12 +32,12 @@ def demo_world(app_library, tiny_model, tmp_path, monkeypatch):
 
 
 def test_no_options_means_the_demo_world(demo_world):
-    setup = demo.resolve(None, None)
+    setup = choose.resolve(None, None)
     assert setup.demo is not None and setup.index_roots == (demo_world / "demo-music",)
     assert setup.library_dir == demo_world / "home" / "muqsearch" / "demo-library"
     assert setup.model == str(demo_world / "demo-model")
-    text = demo.notice(setup, setup.model)
-    assert "demo model" in text and "only knows that demo world" in text and demo.REAL_MODEL in text
+    text = choose.notice(setup, setup.model)
+    assert "demo model" in text and "only knows that demo world" in text and choose.REAL_MODEL in text
 
 
 def test_demo_command_indexes_once_then_reuses_the_library(demo_world, capsys):
@@ -54,17 +56,17 @@ def test_demo_command_indexes_once_then_reuses_the_library(demo_world, capsys):
 
 
 def test_an_explicit_library_or_model_is_not_the_demo(demo_world, tmp_path):
-    setup = demo.resolve(str(tmp_path / "mine"), "OpenMuQ/MuQ-MuLan-large")
+    setup = choose.resolve(str(tmp_path / "mine"), "OpenMuQ/MuQ-MuLan-large")
     assert setup.demo is None and setup.model == "OpenMuQ/MuQ-MuLan-large" and not setup.index_roots
-    assert "demo model" not in demo.notice(setup, setup.model)
+    assert "demo model" not in choose.notice(setup, setup.model)
 
 
 def test_without_a_demo_world_the_message_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(data.demo, "DEMO_MODEL_DIR", tmp_path / "absent")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
-    with pytest.raises(demo.SetupError, match="muqsearch --model OpenMuQ/MuQ-MuLan-large index"):
-        demo.resolve(None, None)
+    with pytest.raises(choose.SetupError, match="muqsearch --model OpenMuQ/MuQ-MuLan-large index"):
+        choose.resolve(None, None)
 
 
 def test_a_new_demo_model_rebuilds_the_demo_library(demo_world, capsys, monkeypatch):

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from benchmarks.audio_files import write_audio
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -118,10 +120,60 @@ def test_describe_an_uploaded_clip_shows_tags(page, app_library, shots, tmp_path
     page.click("#describe-button")
     page.wait_for_selector("#describe-tags .mq-bar-row")
     assert page.locator("#describe-tags .mq-bar-row").count() == 10
-    assert "my clip.wav" in page.inner_text("#describe-message")
+    message = page.inner_text("#describe-message")
+    assert "the uploaded clip my clip.wav" in message
+    # the clip is a library track: said so, and it does not list itself as most similar at 1.000
+    assert "which is library track 3: Sunday Strings" in message
     similar_titles = page.locator("#describe-similar .mq-title").all_inner_texts()
-    assert similar_titles and similar_titles[0] == "Sunday Strings"  # the clip's own track comes first
+    assert similar_titles and "Sunday Strings" not in similar_titles
     page.screenshot(path=str(shots / "describe.png"), full_page=True)
+
+
+def test_describe_uses_the_source_chosen_last(page, app_library, tmp_path):
+    """An upload and a library track were both kept and the upload silently won: choosing one now
+    clears the other, and the answer says which was described."""
+    clip = write_audio(tmp_path / "new tune.wav", seconds=5.0, seed=77)  # not in the library
+    page.get_by_role("tab", name="Describe").click()
+    page.set_input_files("#describe-audio input[type=file]", str(clip))
+    page.locator("#describe-audio audio[controls]").wait_for(state="attached")
+    page.click("#describe-track input")
+    page.keyboard.type("Waltz")
+    page.locator("ul[role=listbox] li", has_text="Waltz").first.click()
+    page.locator("#describe-audio audio[controls]").wait_for(state="detached")  # the upload went
+    page.click("#describe-button")
+    page.wait_for_function("document.querySelector('#describe-message')?.innerText.includes('Best matches')")
+    assert "library track 5: Waltz" in page.inner_text("#describe-message")
+    page.set_input_files("#describe-audio input[type=file]", str(clip))  # and back: the track choice goes
+    page.locator("#describe-audio audio[controls]").wait_for(state="attached")
+    page.wait_for_function("document.querySelector('#describe-track input').value === ''")
+    page.click("#describe-button")
+    page.wait_for_function("document.querySelector('#describe-message')?.innerText.includes('new tune.wav')")
+    assert "the uploaded clip new tune.wav." in page.inner_text("#describe-message")
+
+def test_opening_the_filters_untouched_does_not_filter(page, app_library):
+    """The number boxes show 0 when the panel opens: that used to filter every track out."""
+    page.click("text=Options and filters")
+    page.get_by_label("Year from").wait_for()
+    search(page, "slow sad piano")
+    assert page.locator("#results .mq-card").count() == len(app_library.paths)
+    assert "with" not in page.inner_text("#search-message")  # no filter in force
+
+
+def test_filters_sharing_an_artist_and_album_say_them_once(page):
+    page.click("text=Options and filters")
+    page.get_by_label("Artist contains").fill("Ada")
+    page.get_by_label("Album contains").fill("First")
+    search(page, "piano")
+    assert page.locator("#results .mq-card").count() == 2  # Rain Piano and Night Drive
+    assert page.inner_text("#results").count("Ada · First") == 1
+    assert all("Ada" not in facts for facts in page.locator("#results .mq-card .mq-facts").all_inner_texts())
+
+
+def test_an_over_long_query_says_it_was_cut(page):
+    words = ("slow sad piano with soft strings and rain " * 20).strip()  # 839 characters
+    search(page, words)
+    message = page.inner_text("#search-message")
+    assert "839 characters long; only its first" in message and "the limit is 500" in message
 
 
 def test_library_tab_and_helpful_messages(page, app_library, shots):
@@ -130,6 +182,7 @@ def test_library_tab_and_helpful_messages(page, app_library, shots):
     page.get_by_label("Artist contains").fill("nobody by that name")
     page.click("#search-button")
     page.wait_for_function("document.querySelector('#search-message').innerText.includes('No tracks match')")
+    assert "no track has artist=nobody by that name" in page.inner_text("#search-message")
     assert page.locator("#results .mq-card").count() == 0
     page.get_by_role("tab", name="Library").click()
     summary = page.locator("#library-summary")
@@ -188,3 +241,49 @@ def test_card_buttons_move_between_tabs(page):
     page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('sound like')")
     assert similar_title in page.inner_text("#search-message")
     assert page.locator("#results .mq-card").first.is_visible()
+
+
+@pytest.fixture(scope="module")
+def domain_server(app_library, tiny_model_dir, tmp_path_factory):
+    """The app library served as `muqsearch serve --library L --model M` would, with a model that
+    declares (like the demo model) that it only knows the demo world: a non-demo page."""
+    import json
+
+    from app.choose import Setup
+    from app.search import SearchService
+    from app.ui import app_info, launch
+    from muq_model import MuQMuLan
+
+    model_dir = tmp_path_factory.mktemp("domain") / "demo-like-model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "domain": "MuQ Search demo world"}))
+    model = MuQMuLan.from_pretrained(model_dir).eval()  # the tiny model's weights: it may read the library
+    setup = Setup(app_library.directory, str(model_dir))
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
+    yield url, str(model_dir)
+    demo.close()
+    service.close()
+
+
+def test_a_model_used_outside_its_domain_gets_a_banner_and_the_model_is_named_once(browser, domain_server):
+    url, model_dir = domain_server
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    try:
+        page.goto(url)
+        banner = page.locator("#domain-warning")
+        banner.get_by_text("Wrong model for this music").wait_for()
+        text = banner.inner_text()
+        assert "only knows the MuQ Search demo world, but 8 of its 8 tracks are other music" in text
+        assert "--model OpenMuQ/MuQ-MuLan-large" in text
+        assert page.inner_text("body").count(model_dir) == 1  # the title names the model; the notice does not
+        page.get_by_role("tab", name="Library").click()
+        assert "only knows the MuQ Search demo world" in page.inner_text("#library-summary")
+    finally:
+        context.close()

@@ -104,7 +104,8 @@ def test_pairs_csv_with_groups_and_fields(tmp_path):
         ("p.wav", "fast drums again", "g1", "mood"),
     ]
     reasons = {e.item: e.reason for e in data.excluded}
-    assert reasons == {"pairs.csv:6": "missing or empty field(s): audio_path", "pairs.csv:7": "audio file not found"}
+    assert reasons == {"pairs.csv:6": "no audio path (one of the fields audio_path, audio, path, file)",
+                       "pairs.csv:7": "audio file not found"}
 
 
 def test_pairs_jsonl_is_detected_by_its_text_key(tmp_path):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from app.cli import main
+from benchmarks.audio_files import write_audio
 from evaluation.datasets import WIKIMT_FIELDS
 from evaluation.metrics import DIRECTIONS, METRICS, chance_levels, retrieval_metrics
 from indexer.audio import load_audio
-from indexer.testing import write_audio
 
 N_ITEMS = 6
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 import soxr
 
+from benchmarks.audio_files import synth, write_audio
 from indexer.audio import AudioDecodeError, load_audio, probe, stream_audio
-from indexer.testing import synth, write_audio
 
 RATE = 24000
 
@@ -163,24 +163,47 @@ def test_directory_is_not_a_file(tmp_path):
     expect_error(tmp_path / "dir.flac", "not a regular file")
 
 
-@pytest.mark.parametrize("name", ["notes.mp3", "readme.flac", "fake.m4a", "text.wav"])
-def test_text_file_with_audio_extension(tmp_path, name):
+@pytest.mark.parametrize("name,reason", [
+    ("notes.mp3", "not audio, or a format ffmpeg cannot read"),
+    ("readme.flac", "no audio samples could be decoded"),  # FFmpeg opens it, and finds nothing to decode
+    ("fake.m4a", "not audio, or a format ffmpeg cannot read"),
+    ("text.wav", "not audio, or a format ffmpeg cannot read"),
+])
+def test_text_file_with_audio_extension(tmp_path, name, reason):
+    (tmp_path / name).write_text("this is not audio at all\n" * 200)
+    expect_error(tmp_path / name, reason)
+
+
+@pytest.mark.parametrize("name", ["notes.mp3", "text.wav", "noise.ogg"])
+def test_a_file_that_is_not_audio_fails_without_decoder_chatter(tmp_path, capfd, name):
+    """libsndfile's mpg123 printed "Illegal Audio-MPEG-Header ... Trying to resync" before the clean error."""
     (tmp_path / name).write_text("this is not audio at all\n" * 200)
     expect_error(tmp_path / name, "")
+    with pytest.raises(AudioDecodeError):
+        probe(tmp_path / name)
+    out, err = capfd.readouterr()  # file-descriptor level: catches what C libraries write
+    assert "MPEG" not in err + out and "resync" not in err + out, err
 
 
 def test_random_bytes(tmp_path):
     (tmp_path / "noise.ogg").write_bytes(np.random.default_rng(0).bytes(50_000))
-    expect_error(tmp_path / "noise.ogg", "")
+    expect_error(tmp_path / "noise.ogg", "not audio, or a format ffmpeg cannot read")
 
 
-@pytest.mark.parametrize("name", ["t.wav", "t.aiff", "t.flac", "t.mp3", "t.m4a", "t.ogg"])
-def test_truncated_files(tmp_path, name):
+@pytest.mark.parametrize("name,reason", [
+    ("t.wav", "truncated: header says 4.00 s, only 2.00 s decodable"),
+    ("t.aiff", "truncated: header says 4.00 s, only 2.00 s decodable"),
+    ("t.flac", "decoding failed"),  # libsndfile loses the frame sync at the cut
+    ("t.mp3", "truncated: header says 4.00 s"),
+    ("t.m4a", "not audio, or a format ffmpeg cannot read"),  # the index (moov atom) was at the end
+    ("t.ogg", "truncated: the ogg stream has no end-of-stream page"),
+])
+def test_truncated_files(tmp_path, name, reason):
     full = write_audio(tmp_path / f"full_{name}", 4.0, 44100, 2)
     data = full.read_bytes()
     path = tmp_path / name
     path.write_bytes(data[: len(data) // 2])
-    expect_error(path, "")
+    expect_error(path, reason)
 
 
 def test_too_long(tmp_path):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from app.cli import main
+from benchmarks.audio_files import write_audio
 from indexer import ann
-from indexer.testing import write_audio
 
 
 def run(capsys, *argv):
@@ -99,7 +99,7 @@ def test_optimize_switches_to_the_ann_index_past_the_threshold(capsys, music, tm
 
 
 def test_default_library_dir_follows_env_and_xdg(monkeypatch, tmp_path):
-    from indexer.vectors import default_library_dir
+    from indexer.layout import default_library_dir
 
     monkeypatch.setenv("MUQSEARCH_LIBRARY", str(tmp_path / "env-lib"))
     assert default_library_dir() == tmp_path / "env-lib"
@@ -134,3 +134,88 @@ def test_a_run_with_nothing_to_do_never_loads_the_model(capsys, music, tmp_path,
     write_audio(music / "new.wav", 2.0, 22050, 1, seed=9)
     code, _, err = run(capsys, "index", music, "--library", library, "--json")
     assert code == 2 and "cannot load model" in err and "the model was loaded" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 17: the first hour of a new user
+
+
+@pytest.mark.parametrize("model", [None, "missing-model-dir"])
+def test_a_failed_index_of_a_new_library_leaves_nothing_behind(capsys, music, tmp_path, monkeypatch, model):
+    """It left an empty catalog.sqlite, after which `status` showed an empty library."""
+    monkeypatch.delenv("MUQSEARCH_MODEL", raising=False)
+    library = tmp_path / "new" / "library"
+    code, _, err = run(capsys, "index", music, "--library", library,
+                       *(["--model", tmp_path / model] if model else []))
+    assert code == 2 and ("--model" in err if model is None else "cannot load model" in err), err
+    assert not library.exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")  # a folder that existed keeps what it held
+    code, _, _ = run(capsys, "index", music, "--library", tmp_path / "kept", "--model", tmp_path / "missing")
+    assert code == 2 and sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
+
+
+def test_index_help_gives_the_thresholds_the_code_uses(capsys, monkeypatch):
+    from indexer.commands import auto_index_kinds, describe_index_kinds
+
+    assert auto_index_kinds() == [("flat", 1, ann.EXACT_LIMIT),
+                                  (ann.index_kind_for(ann.EXACT_LIMIT), ann.EXACT_LIMIT, ann.IN_MEMORY_LIMIT),
+                                  (ann.index_kind_for(ann.IN_MEMORY_LIMIT), ann.IN_MEMORY_LIMIT, None)]
+    with pytest.raises(SystemExit):
+        main(["index", "--help"])
+    assert " ".join(describe_index_kinds().split()) in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setattr(ann, "index_kind_for",  # a third kind appears in the help without editing it
+                        lambda n, exact_limit=None: "flat" if n < 50_000 else "pq-refine" if n < 10**7 else "ivf")
+    assert describe_index_kinds() == "exact (flat) below 50,000 vectors, pq-refine from 50,000 to 9,999,999, ivf from 10,000,000"
+
+
+@pytest.fixture
+def demo_domain_model(tiny_model_dir, tmp_path):
+    """The tiny model declaring, as the demo model does, that it only knows the demo world."""
+    import shutil
+
+    from app.choose import demo_world
+
+    model = tmp_path / "domain-model"
+    shutil.copytree(tiny_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["domain"] = json.loads((demo_world().model_dir / "config.json").read_text())["domain"]
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_a_model_with_a_declared_domain_is_flagged_on_other_music(capsys, music, tmp_path, demo_domain_model):
+    library = tmp_path / "library"
+    code, out, err = run(capsys, "index", music, "--library", library, "--model", demo_domain_model)
+    assert code == 0
+    assert "only knows the MuQ Search demo world, but 3 of its 3 tracks are other music" in err
+    assert "--model OpenMuQ/MuQ-MuLan-large" in err
+    code, out, _ = run(capsys, "index", music, "--library", library, "--json")
+    assert json.loads(out)["domain"]["outside"] == 3
+    code, out, _ = run(capsys, "status", "--library", library)
+    assert code == 0 and "warning:   this library's model only knows the MuQ Search demo world" in out
+    code, out, _ = run(capsys, "status", "--library", library, "--json")
+    assert json.loads(out)["domain"]["outside"] == 3
+
+
+def test_the_demo_worlds_own_files_are_not_flagged_wherever_they_are(capsys, tmp_path, demo_domain_model,
+                                                                       tiny_model_dir):
+    import shutil
+
+    from app.choose import demo_world
+
+    folder = tmp_path / "copied-demo"
+    folder.mkdir()
+    for path in sorted(demo_world().music_dir.glob("*.opus"))[:3]:
+        shutil.copy(path, folder)  # by content: a copy of a demo file is a demo file
+    code, out, err = run(capsys, "index", folder, "--library", tmp_path / "library", "--model", demo_domain_model,
+                         "--json")
+    assert code == 0 and json.loads(out)["domain"] == {
+        "domain": "MuQ Search demo world", "tracks": 3, "outside": 0, "examples": [], "warning": None}
+    assert "warning" not in err
+    write_audio(folder / "mine.wav", 3.0, seed=5)  # one other file: flagged
+    code, out, err = run(capsys, "index", folder, "--library", tmp_path / "library", "--json")
+    assert json.loads(out)["domain"]["outside"] == 1 and "mine.wav" in err
+    code, out, err = run(capsys, "index", folder, "--library", tmp_path / "plain", "--model", tiny_model_dir,
+                         "--json")  # a model that declares no domain: nothing to flag
+    assert json.loads(out)["domain"] is None and "warning" not in err

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.audio_files import write_audio
 from indexer.audio import load_audio
-from indexer.catalog import CatalogError, IndexError_, Segment, Track, TrackTag
+from indexer.catalog import CATALOG_ENV, CatalogError, IndexError_, Segment, Track, TrackTag
 from indexer.pipeline import Indexer, IndexLocked, IndexOptions, library_lock
-from indexer.testing import write_audio, write_tags
 from indexer.vectors import Library, index_ids
+from tests.helpers import write_tags
 
 # name, seconds, rate, channels, seed: every format, 8-48 kHz, mono/stereo, unicode, a track under 5 s
 GOOD = [
@@ -52,12 +53,35 @@ def tracks_by_path(library):
         return {t.path: t for t in s.scalars(select(Track))}
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request):
+    """Every test here runs on both catalog backends."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def catalog_database(backend, request, monkeypatch):
+    """On PostgreSQL, the test's libraries use a database of their own: a copy of the indexed library's
+    when the test uses it, else an empty one (``$MUQSEARCH_CATALOG``, which ``Library.open`` follows)."""
+    if backend == "postgresql":
+        template = None
+        if {"indexed", "library"} & set(request.fixturenames):
+            request.getfixturevalue("indexed")
+            template = INDEXED_DATABASE
+        url = request.getfixturevalue("postgres_server").database(f"pipeline_{abs(hash(request.node.nodeid))}", template)
+        monkeypatch.setenv(CATALOG_ENV, url)
+
+
+INDEXED_DATABASE = "pipeline_indexed"
+
+
 @pytest.fixture(scope="module")
-def indexed(tiny_model, tmp_path_factory):
+def indexed(backend, tiny_model, tmp_path_factory, request):
     """A library indexed once from the GOOD files plus three broken ones (tests copy it before changing it)."""
     base = tmp_path_factory.mktemp("pipeline")
     paths = make_music(base / "music")
-    with Library.open(base / "library", create=True) as library:
+    url = request.getfixturevalue("postgres_server").database(INDEXED_DATABASE) if backend == "postgresql" else None
+    with Library.open(base / "library", create=True, catalog_url=url) as library:
         summary = index(library, tiny_model, [base / "music"])
     return base, paths, summary
 
@@ -250,7 +274,7 @@ def test_a_crashing_decoder_fails_only_its_file(tmp_path, tiny_model):
 
     import soundfile as sf
 
-    from indexer.testing import synth
+    from benchmarks.audio_files import synth
 
     music = tmp_path / "music"
     long_file = music / "00 long.wav"  # decoded first, and long enough to be in the decoder when it dies

@@ -1,11 +1,14 @@
-"""`muqsearch index` killed with SIGKILL mid-run, then run again: exactly the right rows and vectors."""
+"""`muqsearch index` killed with SIGKILL or Ctrl-C mid-run, then run again: exactly the right rows and vectors.
+
+The indexer is held mid-run by ``MUQSEARCH_INDEX_HOLD``: after its first committed tracks it writes the
+hold file and waits until it is deleted, so the kill always lands mid-run, whatever the machine's speed.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,12 +17,13 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from benchmarks.audio_files import write_audio
 from indexer.audio import load_audio
 from indexer.catalog import IndexRun, Track
-from indexer.testing import write_audio
+from indexer.pipeline import HOLD_ENV
 from indexer.vectors import Library, index_ids
 
-N_FILES = 16
+N_FILES = 8
 
 
 def index_command(music, library, model_dir):
@@ -27,15 +31,14 @@ def index_command(music, library, model_dir):
             "--workers", "1", "--commit-every", "2", "--json"]
 
 
-def committed_tracks(library) -> int:
-    try:
-        con = sqlite3.connect(f"file:{library / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT count(*) FROM tracks").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return 0  # not created yet
+def wait_for_hold(process, hold, log) -> dict:
+    """The indexer's "started" signal: the hold file, written once it has committed tracks."""
+    deadline = time.monotonic() + 300
+    while not hold.exists():
+        assert process.poll() is None, f"indexer ended before it was held:\n{log()}"
+        assert time.monotonic() < deadline, "no commit within 300 s"
+        time.sleep(0.02)
+    return json.loads(hold.read_text())
 
 
 def session_processes(sid: int) -> list[int]:
@@ -71,16 +74,13 @@ def assert_rows_match_the_model(library, paths, model):
 def test_sigkill_mid_run_then_resume(tmp_path, tiny_model, tiny_model_dir):
     music, library_dir = tmp_path / "music", tmp_path / "library"
     paths = {str(write_audio(music / f"{n:02d}.wav", 2.0 + (n % 6), 22050, 1, seed=n)) for n in range(N_FILES)}
+    hold = tmp_path / "started.json"
     env = dict(os.environ, MUQSEARCH_THREADS="1", OMP_NUM_THREADS="1")
     log = open(tmp_path / "first.log", "w")
-    process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=dict(env, **{HOLD_ENV: str(hold)}),
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while committed_tracks(library_dir) < 2:
-            assert process.poll() is None, f"indexer ended before it could be killed:\n{(tmp_path / 'first.log').read_text()}"
-            assert time.monotonic() < deadline, "no commit within 300 s"
-            time.sleep(0.02)
+        started = wait_for_hold(process, hold, (tmp_path / "first.log").read_text)
         os.kill(process.pid, signal.SIGKILL)  # the main process only, like `kill -9 PID`
         process.wait()
         # Its decoder processes notice and exit by themselves.
@@ -95,7 +95,8 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_model, tiny_model_dir):
 
     with Library.open(library_dir) as library:
         kept = assert_rows_match_the_model(library, paths, tiny_model)
-        assert 2 <= len(kept) < N_FILES, f"{len(kept)} tracks committed: the kill did not land mid-run"
+        assert len(kept) == started["tracks"] >= 1, "the committed tracks are exactly those the signal announced"
+        assert len(kept) < N_FILES
 
     resumed = subprocess.run(index_command(music, library_dir, tiny_model_dir), env=env, capture_output=True,
                              text=True, timeout=300)
@@ -119,24 +120,27 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_model, tiny_model_dir):
 @pytest.mark.timeout(600)
 def test_ctrl_c_stops_cleanly_and_blames_no_file(tmp_path, tiny_model_dir):
     music, library_dir = tmp_path / "music", tmp_path / "library"
-    files = 2 * N_FILES  # long tracks, so the run is still going when the interrupt lands (the tiny model is fast)
+    files = N_FILES
     for n in range(files):
-        write_audio(music / f"{n:02d}.wav", 30.0 + (n % 6), 22050, 1, seed=n)
+        write_audio(music / f"{n:02d}.wav", 2.0 + (n % 6), 22050, 1, seed=n)
+    hold = tmp_path / "started.json"
     env = dict(os.environ, MUQSEARCH_THREADS="1", OMP_NUM_THREADS="1")
     # A terminal's Ctrl-C reaches a process whose SIGINT is at its default; a runner started in the background
     # (`cmd &` in a script) hands down an ignored SIGINT, so restore the default as a terminal would have it.
-    process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir), env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 300
-    while committed_tracks(library_dir) < 2:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-    _, stderr = process.communicate(timeout=120)
+    log = tmp_path / "first.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(index_command(music, library_dir, tiny_model_dir),
+                                   env=dict(env, **{HOLD_ENV: str(hold)}), stdout=subprocess.PIPE, stderr=stderr,
+                                   text=True, start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        started = wait_for_hold(process, hold, log.read_text)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        process.communicate(timeout=120)
+    stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert "run the same command again to resume" in stderr
     with Library.open(library_dir) as library:
+        assert library.catalog.counts()["tracks"] == started["tracks"] < files
         assert library.catalog.errors() == []  # no file blamed for the interruption
         assert library.check().ok  # the finished tracks are already searchable
         with library.catalog.session() as s:
@@ -144,4 +148,6 @@ def test_ctrl_c_stops_cleanly_and_blames_no_file(tmp_path, tiny_model_dir):
     resumed = subprocess.run(index_command(music, library_dir, tiny_model_dir), env=env, capture_output=True,
                              text=True, timeout=300)
     summary = json.loads(resumed.stdout)
-    assert summary["failed"] == 0 and summary["indexed"] + summary["skipped"] == files
+    assert (summary["indexed"], summary["skipped"], summary["failed"]) == (files - started["tracks"], started["tracks"], 0)
+    with Library.open(library_dir) as library:
+        assert library.catalog.counts()["tracks"] == files and library.check().ok

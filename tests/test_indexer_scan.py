@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
+from benchmarks.audio_files import FORMATS, write_audio
 from indexer.scan import scan, sniff_audio
 from indexer.tags import read_tags, tags_from_filename
-from indexer.testing import FORMATS, write_audio, write_tags
+from tests.helpers import write_tags
 
 
 def test_finds_every_audio_format_recursively_and_ignores_other_files(tmp_path):

@@ -118,7 +118,7 @@ def test_sync_without_changes_writes_nothing(library):
     add_tracks(library, 3)
     assert library.sync() == 1
     assert library.sync() == 1
-    assert not library.has_newer(library.load())
+    assert library.load().generation == library.generation
 
 
 def test_sync_adds_and_removes_incrementally_and_keeps_one_old_generation(library):
@@ -129,7 +129,7 @@ def test_sync_adds_and_removes_incrementally_and_keeps_one_old_generation(librar
         s.execute(delete(Track).where(Track.id == ids[0]))
     new_ids = add_tracks(library, 2, seed=1)
     assert library.sync() == 2
-    assert library.has_newer(old)
+    assert library.generation > old.generation
     assert sorted(index_ids(library.load().tracks)) == sorted(ids[1:] + new_ids)
     assert library.load().segments.ntotal == 5 * 3
     add_tracks(library, 1, seed=2)
@@ -177,9 +177,13 @@ def test_check_reports_a_missing_generation_directory_and_sync_repairs_it(librar
     assert library.check().ok
 
 
-def test_interrupted_write_leaves_the_current_generation_readable(library, monkeypatch):
-    add_tracks(library, 3)
-    library.sync()
+@pytest.mark.parametrize("tracks", [3, 40])
+def test_interrupted_write_leaves_the_current_generation_readable(library, monkeypatch, tracks):
+    if tracks == 40:  # pq-disk, whose vectors file is built in a staging file first
+        pq_disk_library(library, tracks)
+    else:
+        add_tracks(library, tracks)
+        library.sync()
     add_tracks(library, 1, seed=1)
 
     def crash(*args, **kwargs):
@@ -189,9 +193,11 @@ def test_interrupted_write_leaves_the_current_generation_readable(library, monke
     with pytest.raises(KeyboardInterrupt):
         library.sync()
     monkeypatch.undo()
-    assert library.generation == 1 and library.load().tracks.ntotal == 3  # readers unaffected
-    assert library.sync() == 2 and library.load().tracks.ntotal == 4
-    assert not list(library.vectors_dir.glob(".*tmp*"))  # the half-written directory was cleaned up
+    assert library.generation == 1 and library.load().tracks.ntotal == tracks  # readers unaffected
+    report = library.check(sample=200)
+    assert report.missing == {"tracks": 1, "segments": 3} and not report.mismatched and not report.extra
+    assert library.sync() == 2 and library.load().tracks.ntotal == tracks + 1
+    assert not list(library.vectors_dir.glob(".*"))  # no half-written directory nor staging file left
 
 
 def test_optimize_rebuilds_with_the_kind_chosen_for_the_size(library, monkeypatch):
@@ -235,7 +241,7 @@ def test_pq_refine_library_removes_and_replaces_vectors_in_place(library, monkey
 def test_kinds_that_cannot_remove_rebuild_on_deletion_keeping_their_kind(library, monkeypatch):
     # Libraries written before pq-refine was chosen may hold HNSW (or IVF) indexes.
     add_tracks(library, 30)
-    monkeypatch.setattr(ann, "index_kind_for", lambda n, exact_limit=None: "hnsw")
+    monkeypatch.setattr(ann, "index_kind_for", lambda n, **limits: "hnsw")
     library.sync(optimize=True)
     monkeypatch.undo()
     assert library.catalog.get_meta("index_type") == "hnsw"
@@ -255,3 +261,69 @@ def test_a_generation_of_another_model_is_not_loaded(library):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(LibraryError, match="another model"):
         library.load()
+
+
+def pq_disk_library(library, tracks=40):
+    """A library past both (lowered) size thresholds: its indexes are pq-disk."""
+    ids = add_tracks(library, tracks)
+    library.exact_limit, library.in_memory_limit = 5, 10
+    library.sync()
+    return ids
+
+
+def test_the_kind_follows_the_library_size(library):
+    add_tracks(library, 8)
+    library.exact_limit, library.in_memory_limit = 5, 20
+    library.sync()
+    assert library.manifest()["tracks"]["kind"] == "pq-refine"  # 8 tracks
+    assert library.manifest()["segments"]["kind"] == "pq-disk"  # 24 segments
+    add_tracks(library, 12, seed=1)  # 20 tracks
+    library.sync(optimize=True)
+    assert library.catalog.get_meta("index_type") == library.catalog.get_meta("segment_index_type") == "pq-disk"
+
+
+def test_pq_disk_library_maps_its_vectors_file_and_searches_with_filters(library):
+    ids = pq_disk_library(library)
+    directory = library.generation_dir(library.generation)
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "manifest.json", "segments.faiss", "segments.vectors", "tracks.faiss", "tracks.vectors"]
+    assert (directory / "tracks.vectors").stat().st_size == len(ids) * DIM * 4
+    assert not list(library.vectors_dir.glob(".staging-*"))  # linked into the generation, then let go
+    assert library.check(sample=200).ok  # every stored vector equals the catalog's
+    indexes = library.load()
+    assert ann.index_kind(indexes.tracks) == "pq-disk"
+    vector = indexes.track_vectors([ids[3]])
+    scores, found = indexes.search_tracks(vector, 5)
+    assert found[0, 0] == ids[3] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+    _, found = indexes.search_tracks(vector, 5, allowed_ids=ids[10:30])
+    assert set(found[0]) <= set(ids[10:30]) and (found[0] >= 0).all()
+
+
+def test_pq_disk_deletion_rebuilds_the_vectors_file_from_the_catalog(library):
+    ids = pq_disk_library(library)
+    old = library.load()
+    with library.catalog.session.begin() as s:
+        s.execute(delete(Track).where(Track.id.in_(ids[:5])))
+    new_ids = add_tracks(library, 2, seed=1)
+    assert library.sync() == 2
+    indexes = library.load()
+    assert ann.index_kind(indexes.tracks) == ann.index_kind(indexes.segments) == "pq-disk"
+    assert sorted(index_ids(indexes.tracks)) == sorted(ids[5:] + new_ids)
+    assert (library.generation_dir(2) / "tracks.vectors").stat().st_size == (len(ids) - 3) * DIM * 4
+    assert library.check(sample=200).ok
+    _, found = indexes.search_tracks(old.track_vectors(ids[:5]), 10)
+    assert not np.isin(found, ids[:5]).any()
+    # the reader of the previous generation still searches its own mapped file
+    assert old.search_tracks(old.track_vectors([ids[0]]), 1)[1][0, 0] == ids[0]
+
+
+def test_a_lost_or_torn_vectors_file_is_rebuilt_from_the_catalog(library):
+    pq_disk_library(library)
+    (library.generation_dir(1) / "segments.vectors").unlink()
+    with open(library.generation_dir(1) / "tracks.vectors", "r+b") as file:
+        file.truncate(100)
+    report = library.check()
+    assert not report.ok and "tracks.vectors" in report.problems[0]
+    assert library.sync() == 2
+    assert library.check(sample=200).ok
+    assert ann.index_kind(library.load().segments) == "pq-disk"

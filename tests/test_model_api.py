@@ -203,11 +203,71 @@ def test_similarity_is_a_dot_product(tiny_model):
 def test_facts_and_fingerprint(tiny_model):
     assert (tiny_model.sample_rate, tiny_model.clip_samples, tiny_model.dim) == (24000, 240000, 16)
     fp = tiny_model.fingerprint()
-    assert set(fp) == {"model_id", "config_hash", "weights_hash", "clip_policy"}
+    assert set(fp) == {"model_id", "config_hash", "weights_hash", "clip_policy", "precision"}
     assert fp == tiny_model.fingerprint()
     other = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None)
     assert other.fingerprint()["weights_hash"] != fp["weights_hash"]
     assert other.fingerprint()["config_hash"] == fp["config_hash"]
+
+
+def test_weights_are_hashed_once_per_set_of_weights(monkeypatch):
+    """fingerprint() runs per request (describe, status): the costly hash runs only when a weight changed."""
+    import muq_model.checkpoint as checkpoint
+
+    calls = []
+    real_hash = checkpoint.state_dict_hash
+    monkeypatch.setattr(checkpoint, "state_dict_hash", lambda state: calls.append(1) or real_hash(state))
+    torch.manual_seed(0)
+    model = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None).eval()
+    first = model.fingerprint()
+    for _ in range(3):
+        assert model.fingerprint() == first
+        assert model.vector_space()
+    model.embed_clips(noise(2, 1)[None])  # inference changes no weight
+    assert model.fingerprint() == first
+    assert len(calls) == 1
+
+
+def test_the_weights_hash_follows_every_change_of_the_weights():
+    """Cached, yet equal after each kind of change to a hash computed afresh from the weights."""
+    from muq_model.checkpoint import state_dict_hash
+
+    def fresh(model):
+        return state_dict_hash(model.state_dict())
+
+    torch.manual_seed(0)
+    model = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None)
+    torch.manual_seed(1)
+    other = MuQMuLan(MuQMuLanConfig.tiny(), tokenizer=None)
+    seen = {model.weights_hash()}
+
+    model.load_state_dict(other.state_dict())  # load_state_dict
+    assert model.weights_hash() == fresh(model) == other.weights_hash()
+    seen.add(model.weights_hash())
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # a training step
+    model.train()
+    model.encode_audio(torch.stack([noise(2, 3), noise(2, 4)])).sum().backward()
+    optimizer.step()
+    assert model.weights_hash() == fresh(model)
+    seen.add(model.weights_hash())
+
+    model.eval()
+    model.embed_clips(noise(2, 5)[None])  # an in-place edit after a cached hash (the stem's folded cache too)
+    with torch.no_grad():
+        model.audio_to_latents.bias.add_(1.0)
+    assert model.weights_hash() == fresh(model)
+    seen.add(model.weights_hash())
+
+    buffer = next(b for name, b in model.named_buffers() if name.endswith("running_mean"))  # buffers count too
+    buffer.add_(0.5)
+    assert model.weights_hash() == fresh(model)
+    seen.add(model.weights_hash())
+
+    model.to(torch.float64)  # new storage
+    assert model.weights_hash() == fresh(model)
+    seen.add(model.weights_hash())
+    assert len(seen) == 6
 
 
 # ---- training hooks --------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from app.cli import main
 from muq_model import MuQMuLan, MuQMuLanConfig
-from muq_model.checkpoint import CheckpointError, file_sha256, resolve_source
+from muq_model.checkpoint import CheckpointError, resolve_source
 from muq_model.config import MINILM_PACKAGE_SOURCE, XLM_ROBERTA_BASE
+from muq_model.identity import file_sha256
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "official_tiny"
 POS_CONV = "mulan.audio.model.model.conformer.pos_conv_embed.conv."

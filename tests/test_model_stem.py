@@ -7,33 +7,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from muq_model import muq
+from muq_model import fast_stem
 from muq_model.config import MuQConfig
-from muq_model.muq import (
-    Conv2dSubsampling,
-    conv3x3_im2col,
-    winograd_conv3x3,
-    winograd_matrices,
-    winograd_weights,
-)
+from muq_model.fast_stem import conv3x3_im2col, winograd_conv3x3, winograd_matrices, winograd_weights
+from muq_model.muq import Conv2dSubsampling
 
 
 def small_config(label_rate: int = 25) -> MuQConfig:
     return MuQConfig(conv_dim=8, encoder_dim=32, encoder_depth=1, num_heads=2, ffn_dim=64, label_rate=label_rate)
 
 
-def randomised_stem(config: MuQConfig, seed: int = 0) -> Conv2dSubsampling:
-    """A stem whose BatchNorms are far from identity, so a wrong fold cannot hide."""
-    torch.manual_seed(seed)
-    stem = Conv2dSubsampling(config)
+def randomise_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorms far from identity (statistics and affine), so a wrong fold cannot hide."""
     with torch.no_grad():
-        for module in stem.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.normal_()
                 module.running_var.uniform_(0.3, 3.0)
                 module.weight.normal_()
                 module.bias.normal_()
-    return stem.eval()
+    return model
+
+
+def randomised_stem(config: MuQConfig, seed: int = 0) -> Conv2dSubsampling:
+    torch.manual_seed(seed)
+    return randomise_batch_norms(Conv2dSubsampling(config)).eval()
 
 
 def float64_reference(stem: Conv2dSubsampling, config: MuQConfig, mel: torch.Tensor) -> torch.Tensor:
@@ -59,7 +57,7 @@ def chunking(request, monkeypatch):
     """Run a test with the default chunk size, and with 113 KB chunks: every image below with more than
     two rows of output (or of Winograd tiles) is then cut into several bands, with a ragged last band."""
     if request.param == "small bands":
-        monkeypatch.setattr(muq, "STEM_CHUNK_BYTES", 113 * 1024)
+        monkeypatch.setattr(fast_stem, "STEM_CHUNK_BYTES", 113 * 1024)
 
 
 @pytest.mark.parametrize("relu_input", [False, True])

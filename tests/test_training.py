@@ -1,5 +1,5 @@
 """MuLan training on the tiny config: the fast paths equal the model's, the loss falls, resume is exact,
-bad files are skipped, and two torchrun ranks match one process."""
+bad rows and files are skipped, and two torchrun ranks match one process."""
 
 from __future__ import annotations
 
@@ -15,15 +15,7 @@ import torch
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 from muq_model.config import MuQMuLanConfig
 from muq_model.model import MuQMuLan
-from muq_model.training import (
-    DataError,
-    TrainConfig,
-    audio_latents_from_mel,
-    read_pairs,
-    text_hidden,
-    text_latents_from_hidden,
-    train,
-)
+from muq_model.training import DataError, TrainConfig, read_pairs, train
 
 INSTRUMENTS = ("piano", "organ", "bells", "flute", "brass", "strings")
 BASE = {"tempo": "medium", "mode": "major", "loudness": "loud", "rhythm": "none", "register": "middle",
@@ -57,22 +49,28 @@ def dataset(tmp_path_factory):
 
 
 def test_fast_paths_equal_the_model_paths():
+    """What training runs on the towers' cached features equals the model on the clips and token ids."""
     torch.manual_seed(0)
     model = MuQMuLan(tiny_config()).eval()
     clips = torch.randn(2, SAMPLE_RATE * 2) * 0.1
     with torch.no_grad():
-        mel = model.audio.model.mel(clips)
-        torch.testing.assert_close(audio_latents_from_mel(model, mel), model.encode_audio(clips))
+        mel = model.audio.features(clips)
+        assert mel.shape[2] == model.config.muq.n_mels  # time first
+        torch.testing.assert_close(model.encode_audio_features(mel), model.encode_audio(clips))
+        stem = model.audio.features(clips, through_stem=True)
+        rates = model.audio.features_per_second(through_stem=True), model.audio.features_per_second()
+        assert abs(stem.shape[1] - mel.shape[1] * rates[0] / rates[1]) < 1  # the stem's time strides
+        torch.testing.assert_close(model.encode_audio_features(stem, through_stem=True), model.encode_audio(clips))
         ids = [torch.tensor(t) for t in model.tokenize(["slow sad piano", "a loud brass march with drums"])]
         padded = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
         mask = padded != 0
-        hidden = text_hidden(model, padded, mask.long())
+        hidden = model.text.features(padded, mask.long())
         torch.testing.assert_close(
-            text_latents_from_hidden(model, hidden, mask), model.encode_text_ids(padded, mask.long(), pad_aware=True)
+            model.encode_text_features(hidden, mask), model.encode_text_ids(padded, mask.long(), pad_aware=True)
         )
 
 
-def test_read_pairs_formats_and_errors(tmp_path, dataset):
+def test_read_pairs_formats_and_errors(tmp_path, dataset, capsys):
     items = read_pairs(dataset)
     assert [i.audio.name for i in items] == [f"{n}.wav" for n in INSTRUMENTS]
     assert items[0].captions == ["piano chords", "music for piano"]
@@ -84,8 +82,10 @@ def test_read_pairs_formats_and_errors(tmp_path, dataset):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"audio_path": "a.wav", "text": "x"}) + "\n" + json.dumps({"text": "no audio"}) + "\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:2: no audio path"):
-        read_pairs(bad)
+    capsys.readouterr()
+    items = read_pairs(bad)  # the bad row is reported by file and line, and skipped
+    assert [(i.audio.name, i.captions) for i in items] == [("a.wav", ["x"])]
+    assert capsys.readouterr().out == "skipped bad.jsonl:2: no audio path (one of the fields audio_path, audio, path, file)\n"
     bad.write_text(json.dumps({"audio_path": "a.wav", "captions": []}) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl:1: no caption"):
         read_pairs(bad)
@@ -106,7 +106,8 @@ def test_group_by_reads_nested_fields_and_names_rows_without_one(tmp_path):
 
 def test_grouped_batches_hold_group_size_items_of_each_group():
     """Hard-negative batches: k distinct items from each of several groups, different groups per step."""
-    from muq_model.training import BatchSampler, Features
+    from muq_model.training.batches import BatchSampler
+    from muq_model.training.features import Features
 
     groups = [f"g{i % 5}" for i in range(40)]  # 5 groups of 8
     features = Features(audio=[torch.zeros(20, 3)] * 40, texts=[[torch.zeros(2, 4)]] * 40, frames_per_second=10.0,
@@ -245,7 +246,7 @@ def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
 
 
 def test_learning_rate_warms_up_then_anneals_by_steps_or_time():
-    from muq_model.training import learning_rate
+    from muq_model.training.loop import learning_rate
 
     config = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
     assert learning_rate(0, config) == pytest.approx(0.1)

@@ -15,6 +15,7 @@ DEMO_AUDIO_DIR = DEMO_DIR / "library"
 DEMO_CAPTIONS = DEMO_DIR / "captions.jsonl"  # one record per clip: id, file, split, attributes, captions
 DEMO_EVAL_SET = DEMO_DIR / "eval_test.jsonl"  # the held-out test split as (audio_path, text, group) rows
 DEMO_MODEL_DIR = DEMO_DIR / "model"
+DEMO_PREBUILT_DIR = DEMO_DIR / "prebuilt"  # the demo library indexed ahead (python -m data.demo.build_library)
 DEMO_SEED = 20260
 DEMO_CLIPS = 720
 DEMO_TEST_CLIPS = 120

@@ -1,0 +1,133 @@
+"""The demo library, prebuilt: what `muqsearch serve` would index on a first start, shipped so that a fresh
+clone answers its first query in seconds instead of minutes.
+
+    python -m data.demo.build_library            # rewrites data/demo/prebuilt/ (after retraining the
+                                                 # demo model or re-rendering the clips)
+
+indexes the demo clips with the demo model through the ordinary indexer (``indexer.pipeline.Indexer``,
+auto-tags included, one decoder so tracks are stored in file order) and writes two files that hold no
+trace of the machine that built them:
+
+    prebuilt/catalog.sqlite   the catalog: track paths relative to the clips' folder, file mtimes 0,
+                              fixed timestamps, no run history, no vector index generation (FAISS
+                              indexes are derived: the library builds them from the stored vectors)
+    prebuilt/manifest.json    the model's vector space (its fingerprint) and each clip's size and SHA-256
+
+``app.choose`` installs it only for a model that makes the same vectors, and vouches only for the clips
+whose bytes are those listed; the indexer then handles the rest as for any library (see
+``app.choose.install_prebuilt``). The same clips, model and machine give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import data.demo
+
+CATALOG = "catalog.sqlite"
+MANIFEST = "manifest.json"
+FIXED_TIME = "2000-01-01 00:00:00.000000"  # every timestamp in the shipped catalog
+# meta keys of one machine's library, not of the vectors: the vector index generation and its kinds
+PAGE_SIZE = 16384  # a 2 KiB vector fits in its row: with 4 KiB pages each spills to half-empty overflow pages
+LOCAL_META = ("index_generation", "index_type", "segment_index_type")
+
+
+def clip_files(music_dir: Path) -> dict[str, dict]:
+    """name -> {size, sha256} of every file directly in ``music_dir`` (the demo clips), in name order."""
+    files = {}
+    for path in sorted(Path(music_dir).iterdir()):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            files[path.name] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return files
+
+
+def read_manifest(prebuilt_dir: Path) -> dict | None:
+    """The prebuilt library's manifest, or None when this checkout has no (readable) prebuilt library."""
+    try:
+        manifest = json.loads((Path(prebuilt_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if (Path(prebuilt_dir) / CATALOG).is_file() else None
+
+
+def build(out_dir: Path, music_dir: Path, model_dir: Path, *, progress: bool = True) -> dict:
+    """Index ``music_dir`` with the model in ``model_dir`` and write the prebuilt library to ``out_dir``."""
+    from indexer.pipeline import Indexer, IndexOptions
+    from indexer.vectors import Library
+    from muq_model import MuQMuLan
+
+    model = MuQMuLan.from_pretrained(model_dir).eval()
+    music_dir = Path(os.path.abspath(music_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="muqsearch-prebuilt-") as tmp:
+        with Library.open(Path(tmp) / "library", create=True) as library:
+            summary = Indexer(library, model, "data/demo/model",
+                              IndexOptions(workers=1, progress=progress)).run([music_dir])
+        if summary.failed:
+            raise RuntimeError(f"{summary.failed} demo clips failed to index: {summary.errors[:3]}")
+        catalog = Path(tmp) / "library" / CATALOG
+        _make_portable(catalog, music_dir, model.fingerprint())
+        staged = out_dir / f".{CATALOG}.tmp"
+        staged.unlink(missing_ok=True)
+        with closing(sqlite3.connect(catalog)) as db:
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            db.execute("VACUUM INTO ?", (str(staged),))
+        os.replace(staged, out_dir / CATALOG)
+    fingerprint = dict(model.fingerprint(), model_id="data/demo/model")
+    manifest = {
+        "built_by": "python -m data.demo.build_library",
+        "fingerprint": fingerprint,
+        "tracks": summary.indexed,
+        "clips": clip_files(music_dir),
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _make_portable(catalog: Path, music_dir: Path, fingerprint: dict) -> None:
+    """Strip what ties a freshly indexed catalog to this machine and this moment."""
+    prefix = str(music_dir) + os.sep
+    with closing(sqlite3.connect(catalog)) as db, db:
+        outside = db.execute("SELECT path FROM tracks WHERE substr(path, 1, ?) != ?", (len(prefix), prefix)).fetchall()
+        if outside:
+            raise RuntimeError(f"tracks outside {music_dir}: {outside[:3]}")
+        db.execute("UPDATE tracks SET path = substr(path, ?), mtime_ns = 0, indexed_at = ?, run_id = NULL",
+                   (len(prefix) + 1, FIXED_TIME))
+        db.execute("UPDATE text_collections SET created = ?", (FIXED_TIME,))
+        db.execute("DELETE FROM errors")
+        db.execute("DELETE FROM index_runs")
+        db.execute("DELETE FROM sqlite_sequence WHERE name IN ('index_runs', 'errors')")
+        db.execute(f"DELETE FROM meta WHERE key IN ({', '.join('?' * len(LOCAL_META))})", LOCAL_META)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'model_fingerprint'",
+                   (json.dumps(dict(fingerprint, model_id="data/demo/model"), sort_keys=True),))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=data.demo.DEMO_PREBUILT_DIR,
+                        help="output directory (default: %(default)s)")
+    parser.add_argument("--music", type=Path, default=data.demo.DEMO_AUDIO_DIR, help="the clips (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=data.demo.DEMO_MODEL_DIR, help="the model (default: %(default)s)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    manifest = build(args.out, args.music, args.model)
+    size = sum((args.out / name).stat().st_size for name in (CATALOG, MANIFEST)) / 1e6
+    print(f"wrote {args.out} ({manifest['tracks']} tracks, {size:.1f} MB) in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

