@@ -63,8 +63,8 @@ def test_index_and_status_with_a_postgresql_catalog(capsys, tmp_path, tiny_model
     assert code == 0 and json.loads(out)["tracks"] == 3, err
 
 
-def test_search_status_and_describe_answer_from_a_postgresql_catalog_as_from_sqlite(capsys, tmp_path, tiny_model_dir,
-                                                                                  postgres_catalog):
+def test_search_status_and_describe_answer_from_a_postgresql_catalog_as_from_sqlite(capsys, monkeypatch, tmp_path,
+                                                                                  tiny_model_dir, postgres_catalog):
     """The same files indexed into a SQLite library and into PostgreSQL (FAISS files in the library folder)
     give the same answers through the CLI; without --model the commands read the model from PostgreSQL."""
     music = tmp_path / "music"
@@ -108,6 +108,13 @@ def test_search_status_and_describe_answer_from_a_postgresql_catalog_as_from_sql
     status = answers["sqlite", "status"], answers["postgresql", "status"]
     assert {k: status[0][k] for k in facts} == {k: status[1][k] for k in facts}
     assert (status[1]["tracks"], status[1]["errors"], status[1]["consistent"]) == (5, 1, True)
+
+    # Without --library the default library is the one in the catalog (not the demo), even with no folder yet.
+    monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    code, out, err = run(capsys, "status", "--catalog", postgres_catalog, "--json")
+    assert code == 0, err
+    assert (json.loads(out)["tracks"], json.loads(out)["consistent"]) == (5, False)  # no vector files here yet
 
 
 def test_an_unreachable_catalog_server_is_named_and_the_command_exits_2(capsys, tmp_path, tiny_model_dir):
