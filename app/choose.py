@@ -94,17 +94,20 @@ def resolve(library: str | None, model: str | None) -> Setup:
     world = demo_world()
     if library:
         library_dir = Path(library).expanduser()
-        chosen = model or library_model(library_dir)
+        # read even when --model names one: opening a catalog in a database checks it before any model loads
+        stored = library_model(library_dir)
+        chosen = model or stored
         if chosen:
             return Setup(library_dir, chosen)
         if world is None:
             raise SetupError(f"no model for {library_dir}: pass --model {REAL_MODEL} (or a local checkpoint directory)")
         return Setup(library_dir, str(world.model_dir), world)
     library_dir = default_library_dir()
+    stored = library_model(library_dir)
     if model:
         return Setup(library_dir, model)
-    if has_catalog(library_dir) and library_model(library_dir):
-        return Setup(library_dir, library_model(library_dir))
+    if stored:
+        return Setup(library_dir, stored)
     if world is None:
         raise SetupError(
             "there is no library yet and this installation has no bundled demo world: index your music with "

@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.choose import demo_library_dir, library_in_use
         from indexer.layout import has_catalog
 
-        args.library = str(library_in_use(args.library))
-        if args.library == str(demo_library_dir()) and not has_catalog(demo_library_dir()):
+        with catalog_env(args.catalog):  # with a catalog URL the library is there, whatever the folder holds
+            args.library, demo_indexed = str(library_in_use(args.library)), has_catalog(demo_library_dir())
+        if args.library == str(demo_library_dir()) and not demo_indexed:
             print("muqsearch status: the demo library is not indexed yet: `muqsearch serve` or `muqsearch demo` "
                   f"indexes it into {args.library} on first start", file=sys.stderr)
             return 2

@@ -60,11 +60,11 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from indexer.layout import CATALOG_ENV as CATALOG_ENV  # defined with the layout, importable here too
 from indexer.layout import catalog_file
 from muq_model.identity import same_vectors
 
 SCHEMA_VERSION = 1
-CATALOG_ENV = "MUQSEARCH_CATALOG"
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 VOCABULARY_COLLECTION = "builtin:vocabulary"
 TAG_SOURCES = ("file", "auto")

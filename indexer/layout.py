@@ -1,6 +1,7 @@
 """The layout of a library directory: the one place that knows where a library keeps its parts.
 
-    DIR/catalog.sqlite        the catalog, the source of truth (SQLite; a catalog URL can put it elsewhere)
+    DIR/catalog.sqlite        the catalog, the source of truth (SQLite; a catalog URL in $MUQSEARCH_CATALOG,
+                              set by --catalog, puts it in a database instead: PostgreSQL)
     DIR/vectors/gen-N/        FAISS index generations derived from the catalog (``indexer.vectors``)
     DIR/cache/                derived data, safe to delete
 """
@@ -14,6 +15,7 @@ CATALOG_FILENAME = "catalog.sqlite"
 VECTORS_DIRNAME = "vectors"
 CACHE_DIRNAME = "cache"
 LIBRARY_ENV = "MUQSEARCH_LIBRARY"
+CATALOG_ENV = "MUQSEARCH_CATALOG"
 
 
 def default_library_dir() -> Path:
@@ -31,5 +33,6 @@ def catalog_file(directory: str | os.PathLike) -> Path:
 
 
 def has_catalog(directory: str | os.PathLike) -> bool:
-    """True once ``directory`` holds a library (its catalog exists)."""
-    return catalog_file(directory).exists()
+    """True once ``directory`` holds a library (its catalog file exists), and always while a catalog URL is
+    set: the library is then in that database, which opening it (``Library.open``) reaches and checks."""
+    return bool(os.environ.get(CATALOG_ENV)) or catalog_file(directory).exists()

@@ -11,13 +11,21 @@
   transactions. Ray Data retries the tasks of a dead worker and restarts its actors; a file that comes
   back twice is stored once (the driver keeps the first). A dead driver loses only the uncommitted
   batch: the next run plans from the catalog and does the rest.
+- **admission**: a file starts decoding only while fewer than ``window`` started files have yet to reach
+  the driver (:class:`Admission`, an actor beside the driver). Ray Data's streaming executor otherwise
+  runs ahead of the store as far as the input goes: decoded clips and vectors pile up in the object
+  store when the catalog is slower than the cluster, and a run held mid-way (``IndexOptions.hold_file``)
+  would hold only the driver while the cluster finished every file -- a worker "killed mid-run" would
+  then die after the work.
 
 Ray is optional (``pip install muqsearch[ray]``); nothing imports it unless ``--engine ray`` is chosen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -40,6 +48,7 @@ class RayEngine:
     address: str | None = None  # None: start a Ray on this machine for the run
     actors: int = 1  # embedding actors
     batch_size: int = 4  # files per embedding call
+    lookahead: int = 4  # batches per actor admitted to the cluster beyond the files the driver has taken
     num_cpus: int | None = None  # of a Ray started here (None: all cores)
 
     def process(self, run, tasks: list[Task]) -> None:
@@ -47,31 +56,42 @@ class RayEngine:
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # the run has its own
-        started_here = not ray.is_initialized()
-        if started_here:
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                ray.init(address="local", num_cpus=self.num_cpus, object_store_memory=OBJECT_STORE_BYTES,
-                         include_dashboard=False, log_to_driver=False)  # "local": a new one, never a stale one
-        try:
-            self._run(ray, run, tasks)
-        finally:
+        # Ray prints the cluster's error messages (a task that failed and will be retried, an actor
+        # restarted) on the driver's stdout, from a thread: they go to stderr, beside the progress bar,
+        # so that stdout carries only the command's own output (`--json` stays one JSON document).
+        with contextlib.redirect_stdout(sys.stderr):
+            started_here = not ray.is_initialized()
             if started_here:
-                ray.shutdown()
+                if self.address:
+                    ray.init(address=self.address, log_to_driver=False)
+                else:
+                    ray.init(address="local", num_cpus=self.num_cpus, object_store_memory=OBJECT_STORE_BYTES,
+                             include_dashboard=False, log_to_driver=False)  # "local": a new one, never a stale one
+            try:
+                self._run(ray, run, tasks)
+            finally:
+                if started_here:
+                    ray.shutdown()
 
     def _run(self, ray, run, tasks: list[Task]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         model, store, summary = run.model, run.store, run.summary
         settings = DecodeSettings(model.sample_rate, model.clip_policy, run.options.max_seconds)
         by_id = {t.id: t for t in tasks}
         rows = [{"task_id": t.id, "path": t.path, "size": t.file.size, "mtime_ns": t.file.mtime_ns,
                  "previous_hash": t.previous_hash or ""} for t in tasks]
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else None
+        # Beside the driver (a node that dies with it anyway), taking no CPU: the decode tasks wait on it.
+        beside_driver = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        admission = ray.remote(Admission).options(num_cpus=0, scheduling_strategy=beside_driver).remote(
+            self.lookahead * self.batch_size * self.actors)
         dataset = (
             ray.data.from_items(rows, override_num_blocks=len(rows))
             # A task reserves memory for one decoded file; as the actors' resources differ, Ray Data keeps
             # decoding in tasks (retried on another node if their worker dies) rather than in the actors.
-            .map(decode_row, fn_kwargs={"settings": settings}, num_cpus=1, memory=DECODE_MEMORY_BYTES)
+            .map(decode_row, fn_kwargs={"settings": settings, "admission": admission}, num_cpus=1,
+                 memory=DECODE_MEMORY_BYTES)
             .map_batches(Embedder, fn_constructor_kwargs={"load_model": self.load_model,
                                                           "fingerprint": model.fingerprint()},
                          batch_size=self.batch_size, batch_format="numpy",
@@ -83,6 +103,7 @@ class RayEngine:
         run.open_progress(len(tasks))
         for row in dataset.iter_rows():
             task = by_id[int(row["task_id"])]
+            admission.taken.remote(task.id)
             if task.outcome is not None:
                 continue  # a retried task's second answer: the first is already stored
             _settle(task, row)
@@ -93,8 +114,42 @@ class RayEngine:
         summary.embed_phase_seconds = time.monotonic() - phase_start
 
 
-def decode_row(row: dict, settings: DecodeSettings) -> dict:
-    """The decode stage as a Ray task: one file's clips (as bytes), facts and tags, or its error."""
+class Admission:
+    """Admits a file to the cluster while fewer than ``window`` admitted files have yet to reach the driver.
+
+    A file admitted before (a task retried after its worker died, or run again to rebuild a lost result)
+    passes at once: its first admission is still counted until the driver takes its row. A waiting task
+    blocks in ``ray.get``, which frees its CPU for the admitted tasks it waits on.
+    """
+
+    def __init__(self, window: int):
+        import asyncio
+
+        self.window = window
+        self.admitted: set[int] = set()  # admitted, not yet taken by the driver
+        self.done: set[int] = set()  # taken by the driver
+        self.changed = asyncio.Condition()
+
+    async def enter(self, task_id: int) -> None:
+        async with self.changed:
+            if task_id in self.admitted or task_id in self.done:
+                return
+            await self.changed.wait_for(lambda: len(self.admitted) < self.window)
+            self.admitted.add(task_id)
+
+    async def taken(self, task_id: int) -> None:
+        async with self.changed:
+            self.admitted.discard(task_id)
+            self.done.add(task_id)
+            self.changed.notify_all()
+
+
+def decode_row(row: dict, settings: DecodeSettings, admission) -> dict:
+    """The decode stage as a Ray task: one file's clips (as bytes), facts and tags, or its error; the file
+    starts once ``admission`` (an :class:`Admission` actor) lets it."""
+    import ray
+
+    ray.get(admission.enter.remote(int(row["task_id"])))
     task = Task(int(row["task_id"]), FoundFile(row["path"], int(row["size"]), int(row["mtime_ns"])),
                 previous_hash=row["previous_hash"] or None)
     clips = decode(task, settings)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from indexer import ann
 from indexer.catalog import (
-    CATALOG_ENV,
     Catalog,
     CatalogError,
     HeldRows,
@@ -56,7 +57,7 @@ from indexer.catalog import (
     Track,
     stack_blobs,
 )
-from indexer.layout import CACHE_DIRNAME, VECTORS_DIRNAME, default_library_dir, has_catalog
+from indexer.layout import CACHE_DIRNAME, CATALOG_ENV, VECTORS_DIRNAME, catalog_file, default_library_dir
 from muq_model.identity import same_vectors
 
 GENERATION_PREFIX = "gen-"
@@ -152,7 +153,7 @@ class Library:
         """Open (or with create=True, make) the library in ``directory`` (default: default_library_dir())."""
         directory = Path(directory).expanduser() if directory else default_library_dir()
         catalog_url = catalog_url or os.environ.get(CATALOG_ENV)  # a shared catalog (PostgreSQL), if set
-        if not create and catalog_url is None and not has_catalog(directory):
+        if not create and catalog_url is None and not catalog_file(directory).exists():
             raise LibraryError(
                 f"no library at {directory}: create one with `muqsearch index MUSIC_FOLDER --library {directory}`"
             )
@@ -162,6 +163,10 @@ class Library:
             catalog = Catalog(catalog_url or directory, create=create)
         except CatalogError as exc:
             raise LibraryError(str(exc)) from exc
+        except DBAPIError as exc:  # e.g. the PostgreSQL server is down, or the database is not there
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+            where = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", str(catalog_url or directory))  # no password shown
+            raise LibraryError(f"cannot open the catalog {where}: {reason}") from exc
         return cls(directory, catalog, exact_limit=exact_limit, in_memory_limit=in_memory_limit)
 
     def close(self) -> None:

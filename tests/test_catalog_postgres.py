@@ -63,6 +63,72 @@ def test_index_and_status_with_a_postgresql_catalog(capsys, tmp_path, tiny_model
     assert code == 0 and json.loads(out)["tracks"] == 3, err
 
 
+def test_search_status_and_describe_answer_from_a_postgresql_catalog_as_from_sqlite(capsys, monkeypatch, tmp_path,
+                                                                                  tiny_model_dir, postgres_catalog):
+    """The same files indexed into a SQLite library and into PostgreSQL (FAISS files in the library folder)
+    give the same answers through the CLI; without --model the commands read the model from PostgreSQL."""
+    music = tmp_path / "music"
+    for n in range(5):
+        write_audio(music / f"song{n}.wav", 4.0 + 5 * n, 22050, 1, seed=n)
+    (music / "bad.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")
+    questions = {"search": ["search", "slow sad piano", "-k", "3", "--moments"],
+                 "describe": ["describe", music / "song2.wav", "-k", "5", "--similar", "2"],
+                 "status": ["status"]}
+    answers = {}
+    for backend, catalog in (("sqlite", []), ("postgresql", ["--catalog", postgres_catalog])):
+        library = tmp_path / backend
+        code, _, err = run(capsys, "index", music, "--library", library, "--model", tiny_model_dir, "--workers", "1",
+                           *catalog)
+        assert code == 0, err
+        for name, argv in questions.items():
+            code, out, err = run(capsys, *argv, "--library", library, "--json", *catalog)
+            assert code == 0, err
+            answers[backend, name] = json.loads(out)
+    assert not (tmp_path / "postgresql" / "catalog.sqlite").exists()  # its catalog is in PostgreSQL only
+    assert len(list((tmp_path / "postgresql" / "vectors").glob("gen-*"))) >= 1  # its FAISS files are here
+
+    def tracks(results):  # track ids are each catalog's own; paths, order and scores must agree
+        return [({k: v for k, v in r.items() if k not in ("track_id", "score", "moment_score")},
+                 r["score"], r.get("moment_score", 0.0)) for r in results]
+
+    def same(a, b):
+        assert [x[0] for x in a] == [x[0] for x in b]
+        np.testing.assert_allclose([x[1:] for x in a], [x[1:] for x in b], atol=1e-5)
+
+    search = answers["sqlite", "search"], answers["postgresql", "search"]
+    assert len(search[0]) == 3 and all("start" in r for r in search[0])
+    same(tracks(search[0]), tracks(search[1]))
+    described = answers["sqlite", "describe"], answers["postgresql", "describe"]
+    assert len(described[0]["tags"]) == 5 and len(described[0]["similar"]) == 2
+    assert [t["text"] for t in described[0]["tags"]] == [t["text"] for t in described[1]["tags"]]
+    np.testing.assert_allclose([t["score"] for t in described[0]["tags"]], [t["score"] for t in described[1]["tags"]],
+                               atol=1e-5)
+    same(tracks(described[0]["similar"]), tracks(described[1]["similar"]))
+    facts = ("tracks", "segments", "errors", "error_list", "model", "fingerprint", "index_type", "consistent")
+    status = answers["sqlite", "status"], answers["postgresql", "status"]
+    assert {k: status[0][k] for k in facts} == {k: status[1][k] for k in facts}
+    assert (status[1]["tracks"], status[1]["errors"], status[1]["consistent"]) == (5, 1, True)
+
+    # Without --library the default library is the one in the catalog (not the demo), even with no folder yet.
+    monkeypatch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))
+    code, out, err = run(capsys, "status", "--catalog", postgres_catalog, "--json")
+    assert code == 0, err
+    assert (json.loads(out)["tracks"], json.loads(out)["consistent"]) == (5, False)  # no vector files here yet
+
+
+def test_an_unreachable_catalog_server_is_named_and_the_command_exits_2(capsys, tmp_path, tiny_model_dir):
+    url = f"postgresql://muq:secret@/nowhere?host={tmp_path}&port=1"  # no server has a socket there
+    (tmp_path / "music").mkdir()
+    for argv in (["search", "piano"], ["similar", "1"], ["describe", "1"], ["status"],
+                 ["index", tmp_path / "music"]):
+        code, _, err = run(capsys, *argv, "--library", tmp_path / "library", "--catalog", url, "--model",
+                           tiny_model_dir)
+        assert code == 2, (argv, err)
+        assert f"cannot open the catalog postgresql://muq:***@/nowhere?host={tmp_path}&port=1" in err, (argv, err)
+        assert "secret" not in err and "Traceback" not in err
+
+
 def test_one_schema_on_both_backends(tmp_path, postgres_catalog):
     with Catalog(tmp_path / "lib") as sqlite, Catalog(postgres_catalog) as postgresql:
         def columns(catalog):

@@ -3,7 +3,9 @@ and two worker nodes, each started with `ray start` in a session of its own so a
 
 The same catalog as the local engine; a worker node killed mid-run and a driver killed mid-run lose
 and duplicate nothing. Runs are held mid-way by ``MUQSEARCH_INDEX_HOLD`` (the indexer's "started"
-signal), so every kill lands mid-run whatever the machine's speed.
+signal); a held driver takes no more results, so the cluster admits no more files (the engine's
+admission window) and every kill lands mid-run whatever the machine's speed. One cluster serves the
+module; a test that kills a node gets it back before the next test.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import func, select
 
 pytest.importorskip("ray", reason="the Ray engine is optional: pip install -r requirements-ray.txt")
 
+from app.cli import main  # noqa: E402
 from benchmarks.audio_files import write_audio  # noqa: E402
 from indexer.audio import load_audio  # noqa: E402
 from indexer.catalog import Track  # noqa: E402
@@ -34,12 +37,14 @@ from indexer.vectors import Library  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
-N_FILES = 8
+N_FILES = 24  # more than the Ray engine admits ahead of a held driver (4 batches of 4)
 pytestmark = pytest.mark.timeout(900)
 
 
 class RayCluster:
     """A head and worker nodes on this machine; ``kill(node)`` kills a node's every process."""
+
+    WORKERS = ("worker-1", "worker-2")
 
     def __init__(self, base: Path):
         with socket.socket() as probe:
@@ -57,19 +62,24 @@ class RayCluster:
                        "--temp-dir", self.temp_dir)
             self.wait_for_head()  # a worker node started before the head is up gives up
             self.wait_for_nodes(1)
-            for n, name in enumerate(("worker-1", "worker-2"), start=2):  # one at a time: kind to a busy machine
-                self.start(name, "--address", self.address, "--num-cpus", "2")
-                self.wait_for_nodes(n)
+            self.restore()
         except BaseException:
             self.stop()
             raise
 
     def start(self, name: str, *options: str) -> None:
-        log = open(self.base / f"{name}.log", "w")
+        log = open(self.base / f"{name}.log", "a")
         self.nodes[name] = subprocess.Popen(
             [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(150 * 2**20),
              "--disable-usage-stats", *options], env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
+
+    def restore(self) -> None:
+        """Start the worker nodes that are not running (all of them at first; after a test, the killed one)."""
+        for name in self.WORKERS:  # one at a time: kind to a busy machine
+            if name not in self.nodes or self.nodes[name].poll() is not None:
+                self.start(name, "--address", self.address, "--num-cpus", "2")
+                self.wait_for_nodes(1 + sum(self.nodes[w].poll() is None for w in self.WORKERS if w in self.nodes))
 
     def wait_for_head(self) -> None:
         deadline = time.monotonic() + 180
@@ -82,19 +92,29 @@ class RayCluster:
                 time.sleep(0.5)
 
     def wait_for_nodes(self, n: int) -> None:
-        script = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                  "print(len([x for x in ray.nodes() if x['Alive']]))")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            out = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
-                                 timeout=120).stdout.strip()
-            if out.splitlines() and out.splitlines()[-1] == str(n):
-                return
-            time.sleep(1)
-        raise AssertionError(f"the Ray cluster did not reach {n} nodes")
+        """Until the cluster counts ``n`` live nodes (a killed node is counted dead once its heartbeats stop)."""
+        script = (f"import ray, time; ray.init(address={self.address!r}, log_to_driver=False)\n"
+                  f"deadline = time.monotonic() + 180\n"
+                  f"while len([x for x in ray.nodes() if x['Alive']]) != {n} and time.monotonic() < deadline:\n"
+                  f"    time.sleep(0.5)\n"
+                  f"print(len([x for x in ray.nodes() if x['Alive']]))")
+        out = subprocess.run([sys.executable, "-c", script], env=self.env, capture_output=True, text=True,
+                             timeout=300).stdout.strip()
+        assert out.splitlines() and out.splitlines()[-1] == str(n), f"the Ray cluster did not reach {n} nodes"
 
-    def node_of(self, pid: int) -> str:
-        return next(name for name, node in self.nodes.items() if os.getsid(pid) == node.pid)
+    def embedders(self) -> dict[int, str]:
+        """{pid: node} of this cluster's Ray actors that hold the model (their process title names the class)."""
+        sessions = {node.pid: name for name, node in self.nodes.items() if node.poll() is None}
+        found = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
+                session = os.getsid(int(entry))
+            except OSError:  # gone meanwhile
+                continue
+            if title.startswith(b"ray::") and b"Embedder" in title and session in sessions:
+                found[int(entry)] = sessions[session]
+        return found
 
     def kill(self, name: str) -> None:
         os.killpg(self.nodes[name].pid, signal.SIGKILL)
@@ -110,11 +130,18 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def ray_cluster(tmp_path):
-    cluster = RayCluster(tmp_path)
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """One cluster for the module (starting one takes a while on two cores); each test gets it whole."""
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def cluster(ray_cluster):
+    ray_cluster.restore()
+    return ray_cluster
 
 
 @pytest.fixture
@@ -142,19 +169,6 @@ def start_held(command, cluster, hold: Path, log: Path) -> tuple[subprocess.Pope
     return process, json.loads(hold.read_text())
 
 
-def embedder_processes() -> list[int]:
-    """Pids of the Ray actors that hold the model (their process title names the class)."""
-    pids = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            title = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0]
-        except OSError:
-            continue
-        if title.startswith(b"ray::") and b"Embedder" in title:
-            pids.append(int(entry))
-    return pids
-
-
 def assert_every_track_once(library_dir, paths, model):
     with Library.open(library_dir) as library:
         with library.catalog.session() as s:
@@ -168,12 +182,12 @@ def assert_every_track_once(library_dir, paths, model):
         assert library.check().ok
 
 
-def test_the_ray_engine_builds_the_same_catalog_as_the_local_engine(ray_cluster, music, tmp_path, tiny_model,
-                                                                   tiny_model_dir):
+def test_the_ray_engine_builds_the_same_catalog_as_the_local_engine(cluster, music, tmp_path, tiny_model,
+                                                                   tiny_model_dir, capsys):
     root, paths = music
     with Library.open(tmp_path / "local", create=True) as library:
         Indexer(library, tiny_model, str(tiny_model_dir), IndexOptions(workers=1, progress=False)).run([root])
-    done = subprocess.run(index_command(root, tmp_path / "ray", tiny_model_dir, ray_cluster), env=ray_cluster.env,
+    done = subprocess.run(index_command(root, tmp_path / "ray", tiny_model_dir, cluster), env=cluster.env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
@@ -197,49 +211,49 @@ def test_the_ray_engine_builds_the_same_catalog_as_the_local_engine(ray_cluster,
         assert ray_tags == tags
     assert_every_track_once(tmp_path / "ray", paths, tiny_model)
 
-    # Unchanged files are skipped (without starting any Ray work); bad unchanged ones too.
-    again = subprocess.run(index_command(root, tmp_path / "ray", tiny_model_dir, ray_cluster), env=ray_cluster.env,
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and json.loads(again.stdout)["skipped"] == N_FILES + 1
+    # Unchanged files are skipped, bad unchanged ones too, without joining the cluster (run in this process
+    # to see that Ray was never started).
+    import ray
+
+    assert main(index_command(root, tmp_path / "ray", tiny_model_dir, cluster)[3:]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == N_FILES + 1 and not ray.is_initialized()
 
 
-@pytest.mark.xfail(strict=False, reason="fails on the merged main of session 4 (passed on its branch); not yet diagnosed")
-def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(ray_cluster, music, tmp_path, tiny_model,
+def test_a_driver_killed_mid_run_is_finished_by_the_next_run(cluster, music, tmp_path, tiny_model, tiny_model_dir):
+    root, paths = music
+    command = index_command(root, tmp_path / "library", tiny_model_dir, cluster)
+    process, started = start_held(command, cluster, tmp_path / "started.json", tmp_path / "driver.log")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with Library.open(tmp_path / "library") as library:
+        assert library.catalog.counts()["tracks"] == started["tracks"] < N_FILES
+
+    again = subprocess.run(command, env=cluster.env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert (summary["indexed"], summary["skipped"]) == (N_FILES - started["tracks"], started["tracks"])
+    assert_every_track_once(tmp_path / "library", paths, tiny_model)
+
+
+def test_a_worker_node_killed_mid_run_loses_and_duplicates_nothing(cluster, music, tmp_path, tiny_model,
                                                                    tiny_model_dir):
     root, paths = music
     hold = tmp_path / "started.json"
-    process, started = start_held(index_command(root, tmp_path / "library", tiny_model_dir, ray_cluster),
-                                  ray_cluster, hold, tmp_path / "driver.log")
+    process, started = start_held(index_command(root, tmp_path / "library", tiny_model_dir, cluster),
+                                  cluster, hold, tmp_path / "driver.log")
     try:
+        # Held, the driver takes no more results, so the cluster admits no more files: work is left undone.
         assert 1 <= started["tracks"] < N_FILES
-        embedders = embedder_processes()
+        embedders = cluster.embedders()
         assert embedders, "no embedding actor is running mid-run"
-        victim = ray_cluster.node_of(embedders[0])  # the node holding the model: the worst one to lose
-        ray_cluster.kill(victim)
+        victim = next(iter(embedders.values()))  # the node holding the model: the worst one to lose
+        cluster.kill(victim)
         hold.unlink()  # let the driver go on: Ray restarts the actor on the other node and retries the rest
         out, _ = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 0, (tmp_path / "driver.log").read_text()[-3000:]
-    assert all(ray_cluster.node_of(pid) != victim for pid in embedder_processes())
     summary = json.loads(out)
     assert (summary["indexed"], summary["failed"]) == (N_FILES, 1)
-    assert_every_track_once(tmp_path / "library", paths, tiny_model)
-
-
-def test_a_driver_killed_mid_run_is_finished_by_the_next_run(ray_cluster, music, tmp_path, tiny_model,
-                                                             tiny_model_dir):
-    root, paths = music
-    command = index_command(root, tmp_path / "library", tiny_model_dir, ray_cluster)
-    process, started = start_held(command, ray_cluster, tmp_path / "started.json", tmp_path / "driver.log")
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    with Library.open(tmp_path / "library") as library:
-        assert library.catalog.counts()["tracks"] == started["tracks"] < N_FILES
-
-    again = subprocess.run(command, env=ray_cluster.env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    summary = json.loads(again.stdout)
-    assert (summary["indexed"], summary["skipped"]) == (N_FILES - started["tracks"], started["tracks"])
     assert_every_track_once(tmp_path / "library", paths, tiny_model)
