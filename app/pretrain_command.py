@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from app.train_command import add_schedule_arguments, schedule_settings
+
 
 def add_arguments_pretrain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stage", choices=("rvq", "ssl", "iter"),
@@ -41,15 +43,7 @@ def add_arguments_pretrain(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rvq-steps", type=int, default=None, help="iter: steps to fit the latent RVQ "
                         "(default: --steps)")
     parser.add_argument("--fresh", action="store_true", help="ignore DIR/pretrain_state.pt and start over")
-    group = parser.add_argument_group("schedule")
-    group.add_argument("--steps", type=int, default=1000)
-    group.add_argument("--batch-size", type=int, default=8, help="global batch (split over torchrun ranks)")
-    group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--weight-decay", type=float, default=0.01)
-    group.add_argument("--warmup-steps", type=int, default=50)
-    group.add_argument("--crop-seconds", type=float, default=4.0)
-    group.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
-    group.add_argument("--seed", type=int, default=0)
+    group = add_schedule_arguments(parser, batch_size=8, crop_seconds=4.0)
     group.add_argument("--log-every", type=int, default=10)
     group.add_argument("--checkpoint-every", type=int, default=100)
 
@@ -99,11 +93,7 @@ def run_stage(args: argparse.Namespace, device) -> dict:
     )
     from muq_model.rvq import ResidualVectorQuantizer, RVQConfig
 
-    config = PretrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, crop_seconds=args.crop_seconds, log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes, seed=args.seed,
-    )
+    config = PretrainConfig(**schedule_settings(args))
     out = Path(args.out)
     torch.manual_seed(args.seed)  # every rank builds the same initial weights
 
@@ -180,14 +170,12 @@ def audio_paths(args: argparse.Namespace) -> list[str]:
     if not args.audio:
         if not args.library:
             raise UsageError("give audio files or folders, or --library DIR to pretrain on a library's tracks")
-        from sqlalchemy import select
-
-        from indexer.catalog import Catalog, CatalogError, Track
+        from indexer.vectors import Library, LibraryError
 
         try:
-            with Catalog(args.library, create=False) as catalog, catalog.session() as session:
-                return list(session.scalars(select(Track.path).order_by(Track.id)))
-        except CatalogError as exc:
+            with Library.open(args.library) as library:
+                return library.catalog.track_paths()
+        except LibraryError as exc:
             raise UsageError(str(exc)) from exc
     found = scan(args.audio)
     for path, reason in found.problems:

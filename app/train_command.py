@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 
 
 def add_arguments_train(parser: argparse.ArgumentParser) -> None:
@@ -26,21 +27,13 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-config", metavar="CONFIG_JSON",
                         help="train a fresh model with this config.json instead of fine-tuning --model")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/training_state.pt if present")
-    group = parser.add_argument_group("schedule")
-    group.add_argument("--steps", type=int, default=1000)
-    group.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun ranks)")
-    group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--weight-decay", type=float, default=0.01)
-    group.add_argument("--warmup-steps", type=int, default=50)
-    group.add_argument("--crop-seconds", type=float, default=5.0, help="length of the random training crops")
+    group = add_schedule_arguments(parser, batch_size=32, crop_seconds=5.0)
     group.add_argument("--captions-per-step", type=int, default=1,
                        help="captions drawn per audio crop; the loss averages over them")
     group.add_argument("--group-by", metavar="FIELD", default=None,
                        help="a data field (dotted for nested, e.g. attributes.instrument) whose equal values are "
                             "batched together as hard negatives")
     group.add_argument("--group-size", type=int, default=0, help="with --group-by: items per group in a batch")
-    group.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
-    group.add_argument("--seed", type=int, default=0)
     group = parser.add_argument_group("what to train")
     group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
     group.add_argument("--freeze-stem", action="store_true",
@@ -52,6 +45,28 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-every", type=int, default=10)
     group.add_argument("--eval-every", type=int, default=200)
     group.add_argument("--checkpoint-every", type=int, default=200)
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser, *, batch_size: int, crop_seconds: float):
+    """The flags of muq_model.training.schedule.Schedule, which `train` and `pretrain` share; returns their
+    group for the command's own schedule flags."""
+    group = parser.add_argument_group("schedule")
+    group.add_argument("--steps", type=int, default=1000)
+    group.add_argument("--batch-size", type=int, default=batch_size, help="global batch (split over torchrun ranks)")
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--warmup-steps", type=int, default=50)
+    group.add_argument("--crop-seconds", type=float, default=crop_seconds, help="length of the random training crops")
+    group.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    group.add_argument("--seed", type=int, default=0)
+    return group
+
+
+def schedule_settings(args: argparse.Namespace) -> dict:
+    """The Schedule fields, as the command line set them (log and checkpoint intervals included)."""
+    from muq_model.training.schedule import Schedule
+
+    return {f.name: getattr(args, f.name) for f in fields(Schedule)}
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -84,12 +99,9 @@ def run_train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         config = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps, crop_seconds=args.crop_seconds,
-            captions_per_step=args.captions_per_step, group_size=args.group_size, train_audio=not args.freeze_audio, train_stem=not args.freeze_stem,
-            train_text=not args.freeze_text, train_text_encoder=args.train_text_encoder,
-            log_every=args.log_every, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-            max_minutes=args.max_minutes, seed=args.seed,
+            **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,
+            train_audio=not args.freeze_audio, train_stem=not args.freeze_stem, train_text=not args.freeze_text,
+            train_text_encoder=args.train_text_encoder, eval_every=args.eval_every,
         )
         model.to(select_device(args.device))
         result = train(

@@ -84,7 +84,9 @@ def official_side(checkpoint: Path) -> Side:
 
     from muq_model.checkpoint import IGNORED_KEYS
 
-    spec = importlib.util.spec_from_file_location("golden", REPO / "tests" / "fixtures" / "make_official_golden.py")
+    fixtures = REPO / "tests" / "fixtures"
+    sys.path.insert(0, str(fixtures))  # the oracle script imports its neighbour official_common
+    spec = importlib.util.spec_from_file_location("golden", fixtures / "make_official_golden.py")
     golden = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(golden)
     model = golden.build_official(golden.LARGE_MUQ_CONFIG, golden.LARGE_W2V2_OVERRIDES, golden.LARGE_XLMR_CONFIG,

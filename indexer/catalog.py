@@ -151,24 +151,12 @@ class Track(Base):
         return from_blob(self.embedding)
 
     def to_dict(self) -> dict:
-        """The track's facts and tags, without vectors: what the CLI/UI/API show."""
-        return {
-            "id": self.id,
-            "path": self.path,
-            "title": self.title,
-            "artist": self.artist,
-            "album": self.album,
-            "albumartist": self.albumartist,
-            "year": self.year,
-            "genre": self.genre,
-            "tracknumber": self.tracknumber,
-            "duration": self.duration,
-            "sample_rate": self.sample_rate,
-            "channels": self.channels,
-            "codec": self.codec,
-            "size": self.size,
-            "n_segments": self.n_segments,
-        }
+        """The track's facts and tags, without vectors or bookkeeping (what two index runs must agree on)."""
+        return {name: getattr(self, name) for name in TRACK_FACTS}
+
+
+TRACK_FACTS = ("id", "path", "title", "artist", "album", "albumartist", "year", "genre", "tracknumber", "duration",
+               "sample_rate", "channels", "codec", "size", "n_segments")
 
 
 class Segment(Base):
@@ -448,6 +436,11 @@ class Catalog:
                 "errors": s.scalar(select(func.count(IndexError_.id))),
                 "audio_seconds": float(s.scalar(select(func.coalesce(func.sum(Track.duration), 0.0)))),
             }
+
+    def track_paths(self) -> list[str]:
+        """Every track's file, in the order the tracks were first indexed."""
+        with self.session() as s:
+            return list(s.scalars(select(Track.path).order_by(Track.id)))
 
     def rows_held(self, track_ids: set[int], segment_ids: set[int]) -> HeldRows:
         """The rows of the given tracks and segments, their tags and the folders ever indexed, read in

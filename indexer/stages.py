@@ -63,21 +63,10 @@ class IndexSummary:
         self.errors.append({"path": path, "stage": stage, "message": message})
 
     def to_json(self) -> dict:
-        return {
-            "indexed": self.indexed,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "removed": self.removed,
-            "retagged": self.retagged,
-            "missing": self.missing,
-            "errors": self.errors,
-            "audio_hours": round(self.audio_seconds / 3600, 4),
-            "seconds": round(self.seconds, 3),
-            "model_busy": round(self.model_busy, 4),
-            "generation": self.generation,
-            "run_id": self.run_id,
-            "interrupted": self.interrupted,
-        }
+        counts = {name: getattr(self, name) for name in ("indexed", "skipped", "failed", "removed", "retagged", "missing")}
+        return {**counts, "errors": self.errors, "audio_hours": round(self.audio_seconds / 3600, 4),
+                "seconds": round(self.seconds, 3), "model_busy": round(self.model_busy, 4),
+                "generation": self.generation, "run_id": self.run_id, "interrupted": self.interrupted}
 
 
 @dataclass
@@ -332,16 +321,9 @@ class Store:
 
 
 def _tag_columns(tags) -> dict:
-    return {
-        "title": tags.title,
-        "artist": tags.artist,
-        "album": tags.album,
-        "albumartist": tags.albumartist,
-        "year": tags.year,
-        "genre": "; ".join(tags.genres) or None,
-        "tracknumber": tags.tracknumber,
-        "title_from_filename": tags.from_filename,
-    }
+    """The Track columns that come from a file's tags (TrackTags has the fields of the same names)."""
+    columns = {name: getattr(tags, name) for name in ("title", "artist", "album", "albumartist", "year", "tracknumber")}
+    return {**columns, "genre": "; ".join(tags.genres) or None, "title_from_filename": tags.from_filename}
 
 
 def _file_tags(tags) -> list[TrackTag]:

@@ -34,7 +34,7 @@ from muq_model.config import MuQConfig
 from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
 from muq_model.encoder import MuQ, SSLConfig
 from muq_model.rvq import ResidualVectorQuantizer, code_perplexity
-from muq_model.training.loop import learning_rate
+from muq_model.training.schedule import Clock, Schedule, announce, optimize
 
 STATE_FILE = "pretrain_state.pt"
 LOG_FILE = "pretrain_log.jsonl"
@@ -200,17 +200,9 @@ class AudioCrops:
 
 
 @dataclass
-class PretrainConfig:
-    steps: int = 1000
-    batch_size: int = 8  # global: split over the ranks under torchrun
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
+class PretrainConfig(Schedule):
+    batch_size: int = 8
     crop_seconds: float = 4.0  # rounded down to whole tokens (960 samples)
-    log_every: int = 10
-    checkpoint_every: int = 200
-    max_minutes: float | None = None
-    seed: int = 0
     mixed_precision: bool = True  # bf16 autocast, on CUDA only
 
 
@@ -265,38 +257,31 @@ def pretrain(task: nn.Module, waves: Sequence[torch.Tensor], out: str | Path, co
     runner = nn.parallel.DistributedDataParallel(task) if world > 1 else task
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.mixed_precision and device.type == "cuda"
                 else nullcontext())
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        print(f"pretraining {sum(p.numel() for p in params) / 1e6:.2f} M parameters on {len(waves)} tracks "
-              f"({sum(w.numel() for w in waves) / sample_rate / 60:.1f} min), batch {config.batch_size} of "
-              f"{crop_samples / sample_rate:.2f} s over {world} rank(s), {config.steps} steps", flush=True)
+    minutes = sum(w.numel() for w in waves) / sample_rate / 60
+    announce(out, rank, "pretraining", params, f"{len(waves)} tracks ({minutes:.1f} min)", crop_samples / sample_rate,
+             config, world)
 
     task.train()
-    started, first_step = time.monotonic(), step
+    clock = Clock(config, step)
     window: list[dict] = []
     local = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
     try:
         while step < config.steps:
             before_step = (sampler.state_dict(), torch.get_rng_state())  # what an interrupted step resumes from
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config, time.monotonic() - started)
+            lr = clock.learning_rate(step)
             inputs = task.draw(sampler.next_batch(), sampler.generator)
             with autocast:
                 loss, metrics = runner(**{k: v[local].to(device) for k, v in inputs.items()})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimize(optimizer, loss, lr)
             step += 1
             window.append(window_values(loss, metrics))
-            elapsed = time.monotonic() - started
-            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
-            last = step == config.steps or out_of_time
+            elapsed, out_of_time, last = clock.after(step)
             if step % config.log_every == 0 or last:
-                record = summarize_window(window, step, optimizer.param_groups[0]["lr"], elapsed)
+                record = summarize_window(window, step, lr, elapsed)
                 result.records.append(record)
                 window = []
                 if rank == 0:
-                    report(record, config.steps, elapsed / (step - first_step))
+                    report(record, config.steps, clock.seconds_per_step(step, elapsed))
                     with open(out / LOG_FILE, "a", encoding="utf-8") as log:
                         log.write(json.dumps(record) + "\n")
             if rank == 0 and (step % config.checkpoint_every == 0 or last):
@@ -311,7 +296,7 @@ def pretrain(task: nn.Module, waves: Sequence[torch.Tensor], out: str | Path, co
     if rank == 0:
         task.eval()
         save(out)
-    result.steps, result.seconds = step, time.monotonic() - started
+    result.steps, result.seconds = step, time.monotonic() - clock.started
     return result
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.official_common import LARGE_MULAN_CONFIG  # tests/ is on sys.path
 from safetensors.torch import load_file, save_file
 
 from app.cli import main
@@ -112,17 +113,7 @@ def test_uncached_hub_id_offline_says_what_to_do(monkeypatch, tmp_path):
 
 
 def test_official_config_json_reads_as_is():
-    official = {
-        "mulan": {"sr": 24000, "clip_secs": 10, "dim_latent": 512, "decoupled_contrastive_learning": True,
-                  "hierarchical_contrastive_loss": False, "hierarchical_contrastive_loss_layers": None,
-                  "sigmoid_contrastive_loss": False, "rank_contrast": True},
-        "audio_model": {"name": "OpenMuQ/MuQ-large-msd-iter", "model_dim": 1024, "use_layer_idx": -1},
-        "text_model": {"name": "xlm-roberta-base", "model_dim": None, "use_layer_idx": -1},
-        "audio_transformer": {"dim": 768, "tf_depth": 0, "heads": 8, "dim_head": 64, "attn_dropout": 0,
-                              "ff_dropout": 0, "ff_mult": 4},
-        "text_transformer": {"dim": 768, "tf_depth": 8, "max_seq_len": 1024, "dim_head": 64, "heads": 8,
-                             "attn_dropout": 0, "ff_dropout": 0, "ff_mult": 4},
-    }
+    official = json.loads(json.dumps(LARGE_MULAN_CONFIG))  # the released MuQ-MuLan-large config.json
     config = MuQMuLanConfig.from_dict(official)
     assert config == MuQMuLanConfig.large()
     assert config.to_dict() == official  # round trip without extension fields

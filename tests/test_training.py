@@ -246,7 +246,7 @@ def test_two_torchrun_ranks_match_one_process(tmp_path, dataset):
 
 
 def test_learning_rate_warms_up_then_anneals_by_steps_or_time():
-    from muq_model.training.loop import learning_rate
+    from muq_model.training.schedule import learning_rate
 
     config = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
     assert learning_rate(0, config) == pytest.approx(0.1)

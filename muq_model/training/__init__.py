@@ -2,7 +2,8 @@
 
 Read in this order: `data` (pair files -> one item per audio file with its captions), `features` (each
 item's frozen work, done once), `batches` (seeded global batches of random crops and captions),
-`held_out` (the periodic evaluation), `loop` (the loss module, the schedule, checkpoints, resume).
+`held_out` (the periodic evaluation), `schedule` (settings, learning rate, clock and optimiser step, shared
+with muq_model.pretraining), `loop` (the loss module, checkpoints, resume).
 
 Why it is shaped this way:
 

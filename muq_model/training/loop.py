@@ -1,9 +1,8 @@
-"""The training loop: the loss module, the learning-rate schedule, checkpoints and exact resume."""
+"""The training loop: the loss module, checkpoints and exact resume (the schedule is `schedule`'s)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -21,6 +20,7 @@ from muq_model.training.batches import BatchSampler
 from muq_model.training.data import DataError, TrainItem
 from muq_model.training.features import prepare_features
 from muq_model.training.held_out import evaluate_model, load_held_out, summarize
+from muq_model.training.schedule import Clock, Schedule, announce, optimize
 
 STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -49,13 +49,7 @@ class ContrastiveModel(nn.Module):
 
 
 @dataclass
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32  # global: split over the ranks under torchrun
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    crop_seconds: float = 5.0
+class TrainConfig(Schedule):
     captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
     group_size: int = 0  # > 0: batches of this many items per group (TrainItem.group), as hard negatives
     train_audio: bool = True
@@ -64,22 +58,7 @@ class TrainConfig:
     train_text_encoder: bool = False
     init_temperature: float = 10.0
     max_temperature: float = 100.0
-    log_every: int = 10
     eval_every: int = 200
-    checkpoint_every: int = 200
-    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
-    seed: int = 0
-
-
-def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 10 % of the peak. With a time budget (max_minutes) the decay
-    follows whichever runs out first, steps or time, so a run cut short by the clock still anneals."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    if config.max_minutes:
-        progress = max(progress, elapsed_seconds / (config.max_minutes * 60))
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 @dataclass
@@ -156,34 +135,25 @@ def train(
     if world > 1:
         runner = nn.parallel.DistributedDataParallel(module)  # averages gradients; the loss gathers negatives
 
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        n_train = sum(p.numel() for p in params)
-        print(f"training {n_train / 1e6:.2f} M parameters on {len(kept)} items "
-              f"({sum(len(t) for t in features.texts)} captions), batch {config.batch_size} over {world} "
-              f"rank(s), {config.steps} steps", flush=True)
+    announce(out, rank, "training", params, f"{len(kept)} items ({sum(len(t) for t in features.texts)} captions)",
+             config.crop_seconds, config, world)
 
     module.train()
-    started, first_step = time.monotonic(), step
+    clock = Clock(config, step)
     window: list[float] = []
     try:
         while step < config.steps:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, config, time.monotonic() - started)
+            lr = clock.learning_rate(step)
             mel, texts = sampler.next_batch(rank, world)
             value = runner(mel, texts)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            optimize(optimizer, value, lr)
             step += 1
             window.append(mean_over_ranks(value.detach()))
-            elapsed = time.monotonic() - started
-            out_of_time = config.max_minutes is not None and elapsed > config.max_minutes * 60
-            last = step == config.steps or out_of_time
+            elapsed, out_of_time, last = clock.after(step)
             if step % config.log_every == 0 or last:
                 result.losses.append(float(np.mean(window)))
                 if rank == 0:
-                    per_step = elapsed / (step - first_step)
+                    per_step = clock.seconds_per_step(step, elapsed)
                     record = {"step": step, "loss": result.losses[-1], "temperature": float(loss.temperature.detach()),
                               "lr": optimizer.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
                     print(f"step {step}/{config.steps}  loss {record['loss']:.4f}  temperature {record['temperature']:.2f}"
@@ -209,7 +179,7 @@ def train(
     if rank == 0:
         model.eval()
         model.save_pretrained(out)
-    result.steps, result.seconds = step, time.monotonic() - started
+    result.steps, result.seconds = step, time.monotonic() - clock.started
     return result
 
 
