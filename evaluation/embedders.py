@@ -3,8 +3,8 @@
 Every embedder has the audio interface of ``MuQMuLan``: ``sample_rate``, ``fingerprint()`` (which keys
 its cached vectors) and ``embed_audio(waves, sample_rate=...)`` -> one array per track, so the retrieval
 protocol's decoder, cache and ``embed_audio_files`` serve them all. A new representation (a standalone
-MuQ checkpoint, another model) plugs in as one more such object, or through :class:`HiddenStates` when it
-returns a list of hidden states from a waveform.
+model) plugs in as one more such object, or through :class:`HiddenStates` when it returns a list of hidden
+states from a waveform, as a standalone MuQ checkpoint does (``--model DIR --layer L``).
 
 - the MuQ-MuLan audio vector: the model itself (one (dim,) vector per track);
 - :class:`HiddenStates`: every hidden state of a MuQ encoder, mean over time per clip, mean over clips:
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,6 +64,16 @@ class HiddenStates:
         return cls(model.audio.model, sample_rate=model.sample_rate, clip_policy=model.clip_policy,
                    fingerprint=model.fingerprint())
 
+    @classmethod
+    def of_muq(cls, muq, name: str) -> HiddenStates:
+        """A standalone MuQ checkpoint (`pretrain` output, OpenMuQ/MuQ-*): its network's hidden states, on the
+        same 10 s clips as MuQ-MuLan so that pretrained, untrained and MuLan encoders compare like for like."""
+        from muq_model.checkpoint import state_dict_hash
+
+        fingerprint = {"model_id": f"muq:{name}", "config_hash": hashlib.sha256(muq.config_json().encode()).hexdigest()[:16],
+                       "weights_hash": state_dict_hash(muq.state_dict()), "precision": "fp32"}
+        return cls(muq.model, sample_rate=muq.sample_rate, clip_policy=ClipPolicy(), fingerprint=fingerprint)
+
     def fingerprint(self) -> dict:
         return self._fingerprint
 
@@ -88,6 +99,15 @@ def pick_layer(vector: np.ndarray, layer: int | None) -> np.ndarray:
     return vector[layer]
 
 
+def is_standalone_muq(model_name: str) -> bool:
+    """A local directory whose config.json is the official MuQ layout (top-level `w2v2_config`), not MuQ-MuLan's."""
+    config = Path(model_name) / "config.json"
+    try:
+        return "w2v2_config" in json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states: bool, device: str | None):
     """(embedder, the MuQ-MuLan model or None): the mel baseline, a model's hidden states, or its audio vector."""
     if baseline == "mel":
@@ -97,5 +117,11 @@ def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states
     from muq_model import MuQMuLan
     from muq_model.runtime import select_device
 
+    if is_standalone_muq(model_name):
+        if not hidden_states:
+            raise ValueError(f"{model_name} is a standalone MuQ checkpoint: it has hidden states but no audio vector, use --layer L")
+        from muq_model import MuQ
+
+        return HiddenStates.of_muq(MuQ.from_pretrained(model_name, device=select_device(device)).eval(), model_name), None
     model = MuQMuLan.from_pretrained(model_name, device=select_device(device)).eval()
     return (HiddenStates.of_mulan(model) if hidden_states else model), model

@@ -98,3 +98,33 @@ def test_cli_probe_per_layer_and_embedding_with_dumped_predictions(probe_set, ti
     mel = json.loads(capsys.readouterr().out)
     assert list(mel["results"]["probe"]) == ["mel-statistics"]
     assert mel["results"]["probe"]["mel-statistics"]["accuracy"]["value"] == 1.0  # registers a decade apart
+
+
+def test_cli_probe_of_a_standalone_muq_checkpoint_every_layer_no_audio_vector(probe_set, capsys, tmp_path):
+    """A `pretrain` output (or an untrained MuQ saved with save_pretrained) is probed layer by layer; it has
+    no audio vector, so an ABX without --layer is a user error naming --layer; different weights never
+    share cached vectors."""
+    import torch
+
+    from evaluation.embedders import HiddenStates
+    from muq_model import MuQ
+    from muq_model.pretraining import preset
+
+    torch.manual_seed(0)
+    muq = MuQ(*preset("tiny")).eval()
+    directory = muq.save_pretrained(tmp_path / "muq")
+    cache = str(tmp_path / "cache")
+    assert main(["eval", "--probe", str(probe_set / "probe.jsonl"), "--model", str(directory), "--cache-dir", cache,
+                 "--bootstrap", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["results"]["probe"]) == [f"layer {i}" for i in range(muq.config.encoder_depth + 1)]
+    assert report["embedding"]["kind"] == "hidden-states"
+    triplet = json.dumps({"x": "t0.wav", "a": "t2.wav", "b": "t1.wav", "closer": "a", "category": "register"})
+    (probe_set / "abx.jsonl").write_text(triplet + "\n")
+    assert main(["eval", "--abx", str(probe_set / "abx.jsonl"), "--model", str(directory), "--cache-dir", cache]) == 2
+    assert "--layer" in capsys.readouterr().err
+    assert main(["eval", "--abx", str(probe_set / "abx.jsonl"), "--model", str(directory), "--layer", "1",
+                 "--cache-dir", cache, "--bootstrap", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"]["abx"]["all"]["agreement"]["value"] in (0.0, 0.5, 1.0)
+    other = MuQ(*preset("tiny"))
+    assert HiddenStates.of_muq(other, "x").fingerprint() != HiddenStates.of_muq(muq, "x").fingerprint()
