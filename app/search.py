@@ -16,6 +16,7 @@ queries finish on the old one and no query fails or restarts the server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.cache import LRUCache
+from app.calibration import Calibration, NullBank, embed_texts, null_bank, verdict
 from app.filters import Filters, TrackColumns
 from app.texts import TextBank, TextCollections, TextsUnavailable, require_tokenizer
 from indexer.ann import index_kind
@@ -72,6 +74,7 @@ class Result:
     tags: tuple[str, ...]
     score: float
     moment: Moment | None = None
+    confidence: float | None = None  # text queries: calibrated against unrelated texts (app.calibration)
 
     def to_dict(self) -> dict:
         out = {
@@ -85,9 +88,22 @@ class Result:
             "score": round(self.score, 6),
             "tags": list(self.tags),
         }
+        if self.confidence is not None:
+            out["confidence"] = round(self.confidence, 4)
         if self.moment is not None:
             out.update(start=self.moment.start, end=self.moment.end, moment_score=round(self.moment.score, 6))
         return out
+
+
+def answer_verdict(results: Sequence[Result]) -> str:
+    """strong | weak | none for a text query's results: their best calibrated confidence decides."""
+    confidences = [r.confidence for r in results if r.confidence is not None]
+    return verdict(max(confidences) if confidences else None)
+
+
+def answer_dict(results: Sequence[Result]) -> dict:
+    """A text query's answer as `search --json` and the ``/search`` API give it."""
+    return {"verdict": answer_verdict(results), "results": [r.to_dict() for r in results]}
 
 
 @dataclass(frozen=True)
@@ -225,6 +241,8 @@ class SearchService:
         self._domain_report: tuple = (None, None)  # ((domain, generation), DomainReport)
         self._refused_generation: int | None = None
         self.texts = TextCollections(self.model, self._model_lock)
+        self._null_bank: NullBank | None = None
+        self._calibration: tuple[int, Calibration] | None = None  # (generation, its calibration)
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
         self.reload()
@@ -297,19 +315,48 @@ class SearchService:
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
+        return self._query_vectors(text)[0]
+
+    def _query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(shared-space vector, text-encoder sentence vector) of a query, cached; one encoder pass."""
         text = check_query(text, self.limits.max_query_chars)
         try:
             require_tokenizer(self.model)
         except TextsUnavailable as exc:
             raise SearchError(str(exc)) from exc
-        return self.query_cache.get_or_compute((self._fingerprint_key, text), lambda: self._embed_texts([text])[0])
+
+        def compute():
+            with self._model_lock:
+                shared, sentence = embed_texts(self.model, [text])
+            return shared[0], sentence[0]
+
+        return self.query_cache.get_or_compute((self._fingerprint_key, text), compute)
 
     def search(
         self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False
     ) -> list[Result]:
-        """Tracks matching a description, best first."""
-        vector = self.embed_query(query)
-        return self._search_vector(self.snapshot(), vector, k, filters, moments, exclude=())
+        """Tracks matching a description, best first, each with its calibrated confidence (the verdict on
+        the whole answer: :func:`answer_verdict`)."""
+        vector, sentence = self._query_vectors(query)
+        snapshot = self.snapshot()
+        results = self._search_vector(snapshot, vector, k, filters, moments, exclude=())
+        calibration = self.calibration(snapshot)
+        confidences = calibration.confidences(calibration.known(sentence), [r.track_id for r in results],
+                                              [r.score for r in results])
+        return [dataclasses.replace(r, confidence=float(c)) for r, c in zip(results, confidences, strict=True)]
+
+    def calibration(self, snapshot: Snapshot) -> Calibration:
+        """The null distributions of this generation's tracks (the bank embedded once per model and library)."""
+        cached = self._calibration
+        if cached is not None and cached[0] == snapshot.generation:
+            return cached[1]
+        if self._null_bank is None:
+            with self._model_lock:
+                self._null_bank = null_bank(self.model, self.library.catalog if has_catalog(self.library_dir) else None)
+        ids = snapshot.tracks.ids
+        calibration = Calibration.build(ids, snapshot.indexes.track_vectors(ids), self._null_bank)
+        self._calibration = (snapshot.generation, calibration)
+        return calibration
 
     def no_match_message(self, filters: Filters | None) -> str:
         """What to say when a question found no track: which filters exclude everything, and why."""
@@ -378,10 +425,6 @@ class SearchService:
         if not 1 <= k <= self.limits.max_k:
             raise SearchError(f"k must be between 1 and {self.limits.max_k}, got {k}")
         return k
-
-    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        with self._model_lock:
-            return self.model.embed_text(list(texts)).numpy().astype(np.float32)
 
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         """(dim,) unit vector of an audio file's first ``max_audio_seconds`` (the track embedding, renormalised)."""

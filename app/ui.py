@@ -31,7 +31,7 @@ from starlette.responses import PlainTextResponse
 
 from app import export
 from app.filters import FilterError, Filters
-from app.search import Description, Result, SearchError, SearchService
+from app.search import Description, Result, SearchError, SearchService, answer_dict, answer_verdict
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,8 @@ def results_html(results: list[Result]) -> str:
         facts = " · ".join(e(str(getattr(r, x))) for x in ("artist", "album", "year")
                            if getattr(r, x) and x not in shared)
         tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
+        confidence = ("" if r.confidence is None else
+                      f'<div class="mq-confidence">confidence {r.confidence:.2f}</div>')
         moment = ""
         if r.moment is not None:
             moment = (f'<div class="mq-moment">best moment {_clock(r.moment.start, tenths=True)}–{_clock(r.moment.end, tenths=True)}'
@@ -143,6 +145,7 @@ def results_html(results: list[Result]) -> str:
             f'<div class="mq-card" data-track-id="{r.track_id}">'
             f'<div class="mq-head"><span class="mq-rank">{rank}</span>'
             f'<span class="mq-title">{e(r.title)}</span><span class="mq-score">{r.score:.3f}</span></div>'
+            f'{confidence}'
             f'<div class="mq-facts">{facts + " · " if facts else ""}{_clock(r.duration)}</div>'
             f'{moment}<div class="mq-tags">{tags}</div>'
             f'<audio controls preload="metadata" src="{e(audio_url(r))}"></audio>'
@@ -180,7 +183,7 @@ CSS = """
 .mq-rank { color: var(--body-text-color-subdued); font-size: 0.85em; }
 .mq-title { font-weight: 600; flex: 1; }
 .mq-score { font-variant-numeric: tabular-nums; color: var(--color-accent); }
-.mq-facts, .mq-moment { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.mq-facts, .mq-moment, .mq-confidence { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .mq-tag { display: inline-block; font-size: 0.75em; padding: 1px 6px; margin: 2px 3px 2px 0;
           border-radius: 8px; background: var(--background-fill-secondary); }
 .mq-card audio { width: 100%; margin-top: 6px; }
@@ -242,6 +245,14 @@ def _cut_query(query, limit: int) -> tuple[str, str]:
                  f"searched (the limit is {limit}).")
 
 
+VERDICT_HEADLINES = {  # what the page says first about a text query's answer (app.calibration)
+    "strong": "",
+    "weak": "**Weak match:** the best results fit only a little better than unrelated descriptions do. ",
+    "none": "**No good match:** nothing in this library fits better than unrelated descriptions do; "
+            "these are only the closest tracks. ",
+}
+
+
 @dataclass
 class Exports:
     """Files written for the download buttons of a result list; only the newest ``keep`` lists stay on
@@ -287,7 +298,8 @@ class Page:
         if not results:
             return self.answer([], html.escape(self.service.no_match_message(filters)) + cut, "search")
         where = f" with {html.escape(filters.describe())}" if filters.active else ""
-        return self.answer(results, f"{len(results)} tracks for “{html.escape(query)}”{where}.{cut}", "search")
+        headline = f"{len(results)} tracks for “{html.escape(query)}”{where}.{cut}"
+        return self.answer(results, VERDICT_HEADLINES[answer_verdict(results)] + headline, "search")
 
     def run_card_action(self, k, moments, describe_k, evt: gr.EventData):
         """A card's "More like this" (results on the Search tab) or "Describe" (the Describe tab)."""
@@ -476,10 +488,11 @@ def _api_endpoints(service: SearchService) -> None:
 
         return call
 
-    def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> list[dict]:
-        """Tracks matching a description; filters like "artist=Bach; year=1990..1999; tag=piano"."""
+    def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> dict:
+        """{"verdict": strong|weak|none, "results": [...]}: tracks matching a description, each with its
+        calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano"."""
         parsed = Filters.parse(f for f in (filters or "").split(";") if f.strip())
-        return [r.to_dict() for r in service.search(query, int(k), filters=parsed, moments=bool(moments))]
+        return answer_dict(service.search(query, int(k), filters=parsed, moments=bool(moments)))
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
         """Library tracks that sound like an uploaded clip or a library track id (never itself)."""

@@ -1,4 +1,8 @@
-"""Auto-tagging: score each track against the built-in vocabulary and keep its best tags per category.
+"""Auto-tagging: score each track against the model's vocabulary and keep its best tags per category.
+
+The vocabulary follows the model (:func:`vocabulary_for`): a model that declares a domain it was trained
+on (``config.json`` ``domain``) tags with that domain's own vocabulary (the demo model: the demo world's
+attribute words, ``data/demo/vocabulary.json``); any other model with the built-in one (``data/vocabulary``).
 
 The vocabulary's texts are embedded once per model fingerprint and vocabulary version, and cached in
 the catalog as the text collection ``builtin:vocabulary`` (which the app can also rank for ``describe``).
@@ -8,13 +12,46 @@ A model without a tokenizer cannot embed text, so it gets no auto-tags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from data.vocabulary import Vocabulary, load_vocabulary
-from indexer.catalog import VOCABULARY_COLLECTION, Catalog, Text_, TextCollection, stack_blobs
+from data.vocabulary import VOCABULARY_PATH, Vocabulary, load_vocabulary
+from indexer.catalog import (
+    VOCABULARY_COLLECTION,
+    Catalog,
+    Text_,
+    TextCollection,
+    Track,
+    TrackTag,
+    from_blob,
+    stack_blobs,
+)
 from indexer.text_collections import write_collection
+
+
+def domain_vocabularies() -> dict[str, Path]:
+    """Declared domain -> the vocabulary file its models were trained to hear."""
+    import data.demo
+
+    return {"MuQ Search demo world": data.demo.DEMO_DIR / "vocabulary.json"}
+
+
+def vocabulary_path(model) -> Path:
+    """The vocabulary file for a loaded model (or a model name, read as ``indexer.domain`` reads it)."""
+    from indexer.domain import declared_domain
+
+    return domain_vocabularies().get(declared_domain(model) or "", VOCABULARY_PATH)
+
+
+def vocabulary_for(model) -> Vocabulary:
+    return load_vocabulary(vocabulary_path(model))
+
+
+def vocabulary_label(path: Path) -> str:
+    """How `status` and the page name a vocabulary file."""
+    return "built-in" if Path(path) == VOCABULARY_PATH else f"{Path(path).parent.name} world's own"
 
 
 @dataclass(frozen=True)
@@ -37,7 +74,7 @@ class AutoTagger:
         """The tagger for this model, embedding the vocabulary only if the catalog has no matching cache."""
         if not model.has_tokenizer:
             return None
-        vocabulary = vocabulary or load_vocabulary()
+        vocabulary = vocabulary or vocabulary_for(model)
         fingerprint = model.vector_space()
         with catalog.session.begin() as s:
             collection = s.scalar(select(TextCollection).where(TextCollection.name == VOCABULARY_COLLECTION))
@@ -51,7 +88,7 @@ class AutoTagger:
             vectors = model.embed_text(vocabulary.texts).numpy()  # (n_tags, dim)
             write_collection(s, VOCABULARY_COLLECTION, vocabulary.texts, [t.category for t in vocabulary.tags], vectors,
                              fingerprint=fingerprint, source_hash=vocabulary.hash,
-                             description="built-in tag vocabulary (data/vocabulary), used for auto-tags")
+                             description=f"tag vocabulary ({vocabulary_label(vocabulary_path(model))}), used for auto-tags")
         return cls(vocabulary, vectors)
 
     def tags_for(self, track_vector: np.ndarray) -> list[AutoTag]:
@@ -66,3 +103,14 @@ class AutoTagger:
             best = positions[np.argsort(-scores[positions], kind="stable")[: category.top_k]]
             out.extend(AutoTag(self.vocabulary.tags[i].tag, name, float(scores[i])) for i in best)
         return out
+
+
+def retag(catalog: Catalog, tagger: AutoTagger) -> int:
+    """Replace every track's auto-tags with ``tagger``'s, from the stored track vectors (no audio read);
+    returns the number of tracks tagged. For a vocabulary or threshold change on an indexed library."""
+    with catalog.session.begin() as s:
+        s.execute(delete(TrackTag).where(TrackTag.source == "auto"))
+        rows = s.execute(select(Track.id, Track.embedding).order_by(Track.id)).all()
+        s.add_all(TrackTag(track_id=track_id, tag=t.tag, category=t.category, score=t.score, source="auto")
+                  for track_id, blob in rows for t in tagger.tags_for(from_blob(blob)))
+    return len(rows)
