@@ -30,10 +30,10 @@ import numpy as np
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.cache import LRUCache
-from app.calibration import Calibration, NullBank, embed_texts, null_bank, verdict
 from app.filters import Filters, TrackColumns
 from app.texts import TextBank, TextCollections, TextsUnavailable, require_tokenizer
 from indexer.ann import index_kind
+from indexer.calibration import Calibration, NullBank, embed_texts, null_bank, verdict
 from indexer.catalog import VOCABULARY_COLLECTION
 from indexer.layout import has_catalog
 from indexer.vectors import Library, LibraryError, VectorIndexes
@@ -74,7 +74,8 @@ class Result:
     tags: tuple[str, ...]
     score: float
     moment: Moment | None = None
-    confidence: float | None = None  # text queries: calibrated against unrelated texts (app.calibration)
+    confidence: float | None = None  # text queries: calibrated against unrelated texts (indexer.calibration)
+    tag_scores: tuple[tuple[str, float], ...] = ()  # (auto-tag, its score): the tags that passed their bar
 
     def to_dict(self) -> dict:
         out = {
@@ -90,6 +91,7 @@ class Result:
         }
         if self.confidence is not None:
             out["confidence"] = round(self.confidence, 4)
+        out["tag_scores"] = {t: round(v, 4) for t, v in self.tag_scores}
         if self.moment is not None:
             out.update(start=self.moment.start, end=self.moment.end, moment_score=round(self.moment.score, 6))
         return out
@@ -153,6 +155,7 @@ class Snapshot:
     index_type: str
     segment_index_type: str
     id_of_audio: dict[str, int] = field(default_factory=dict)  # decoded-audio hash (as indexed) -> track id
+    auto_scores: dict[int, tuple[tuple[str, float], ...]] = field(default_factory=dict)  # track id -> auto-tags
 
     @property
     def generation(self) -> int:
@@ -202,6 +205,8 @@ def load_snapshot(library: Library) -> Snapshot:
         index_type=index_kind(indexes.tracks),
         segment_index_type=index_kind(indexes.segments),
         id_of_audio={r.audio_hash: r.id for r in rows},
+        auto_scores={track_id: tuple((tag, -negative) for first, negative, tag in sorted(entries) if first == 0)
+                     for track_id, entries in by_track.items()},
     )
 
 
@@ -515,6 +520,7 @@ class SearchService:
             tags=t.tags[row],
             score=score,
             moment=None if query is None else best_moment(snapshot, track_id, query),
+            tag_scores=snapshot.auto_scores.get(track_id, ()),
         )
 
     # ---- files the UI may serve --------------------------------------------------------------------
@@ -553,6 +559,7 @@ class SearchService:
         """The library's status (``indexer.status.library_status``, without the index check) and what the
         running model and the served generation add: what the Library tab shows."""
         from app.texts import list_collections
+        from indexer.autotag import vocabulary_info
         from indexer.status import library_status
 
         snapshot = self._snapshot_or_none()
@@ -565,6 +572,7 @@ class SearchService:
                    "text_collections": []}
         out.update(
             running_model=self.model_name or self._fingerprint.get("model_id"),
+            vocabulary=vocabulary_info(self.model),
             running_fingerprint=self._fingerprint,
             has_tokenizer=bool(getattr(self.model, "has_tokenizer", False)),
             query_cache={"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},

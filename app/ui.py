@@ -134,7 +134,10 @@ def results_html(results: list[Result]) -> str:
     for rank, r in enumerate(results, 1):
         facts = " · ".join(e(str(getattr(r, x))) for x in ("artist", "album", "year")
                            if getattr(r, x) and x not in shared)
-        tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
+        scores = dict(r.tag_scores)  # auto-tags show their score; a file's own genres have none
+        tags = "".join(f'<span class="mq-tag">{e(t)}'
+                       + (f' <span class="mq-tag-score">{scores[t]:.2f}</span>' if t in scores else "")
+                       + '</span>' for t in r.tags[:8])
         confidence = ("" if r.confidence is None else
                       f'<div class="mq-confidence">confidence {r.confidence:.2f}</div>')
         moment = ""
@@ -186,6 +189,7 @@ CSS = """
 .mq-facts, .mq-moment, .mq-confidence { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .mq-tag { display: inline-block; font-size: 0.75em; padding: 1px 6px; margin: 2px 3px 2px 0;
           border-radius: 8px; background: var(--background-fill-secondary); }
+.mq-tag-score { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; }
 .mq-card audio { width: 100%; margin-top: 6px; }
 .mq-actions { display: flex; gap: 6px; margin-top: 4px; }
 .mq-button { font-size: 0.8em; padding: 2px 10px; border-radius: 6px; cursor: pointer;
@@ -245,7 +249,7 @@ def _cut_query(query, limit: int) -> tuple[str, str]:
                  f"searched (the limit is {limit}).")
 
 
-VERDICT_HEADLINES = {  # what the page says first about a text query's answer (app.calibration)
+VERDICT_HEADLINES = {  # what the page says first about a text query's answer (indexer.calibration)
     "strong": "",
     "weak": "**Weak match:** the best results fit only a little better than unrelated descriptions do. ",
     "none": "**No good match:** nothing in this library fits better than unrelated descriptions do; "
@@ -343,6 +347,8 @@ class Page:
         lines = [
             f"**Model:** {html.escape(str(s['running_model']))}" + ("" if s["has_tokenizer"] else " (no tokenizer: text search is off)"),
             f"**Library:** `{s['library']}`",
+            f"**Tags:** the {html.escape(s['vocabulary']['name'])} vocabulary ({s['vocabulary']['tags']} tags); "
+            "a tag shows only when it beats 95 % of unrelated texts on the track",
             f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {round(s['audio_hours'], 2)} h",
             f"**Index:** {s['index_type'] or 'none yet'} (generation {s['serving_generation'] or '–'}; "
             f"segments: {s.get('segment_index_type') or '–'})",

@@ -1,4 +1,4 @@
-"""How well the search's verdict tells "the library has this" from "it does not" (app.calibration).
+"""How well the search's verdict tells "the library has this" from "it does not" (indexer.calibration).
 
     python -m evaluation.confidence [--queries evaluation/sets/confidence_queries.jsonl] [--out report.json]
 
@@ -42,8 +42,8 @@ def evaluate(model, catalog, queries: list[tuple[str, bool]], *, k: int = 10, n_
     """The report for ``queries`` on the tracks of ``catalog`` (its stored vectors) with ``model``."""
     from sqlalchemy import select
 
-    from app.calibration import Calibration, embed_texts, null_bank, verdict
     from evaluation.metrics import bootstrap_interval, roc_auc
+    from indexer.calibration import Calibration, embed_texts, null_bank, verdict
     from indexer.catalog import Track, from_blob
 
     with catalog.session() as s:

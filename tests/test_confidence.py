@@ -1,4 +1,4 @@
-"""Calibrated confidence (app.calibration): the null-distribution arithmetic, and on the demo world, through
+"""Calibrated confidence (indexer.calibration): the null-distribution arithmetic, and on the demo world, through
 the real CLI and the real HTTP API, "no good match" for what the world does not hold."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import data.demo
-from app import calibration
-from app.calibration import Calibration, NullBank, load_null_texts, verdict
 from evaluation.confidence import QUERIES, read_queries
+from indexer import calibration
+from indexer.calibration import Calibration, NullBank, load_null_texts, verdict
 
 
 def _unit(x):
@@ -60,7 +60,13 @@ def test_a_malformed_query_line_is_named(tmp_path):
 
 def test_the_null_bank_is_embedded_once_per_library_and_model(fresh_app_library, tiny_model, monkeypatch):
     from app.search import SearchService
+    from indexer.text_collections import delete_collection
+    from indexer.vectors import Library
 
+    with Library.open(fresh_app_library.directory) as library:  # indexing stored the bank: drop it
+        for name in (calibration.NULL_COLLECTION, calibration.NULL_SENTENCE_COLLECTION,
+                     calibration.VOCABULARY_SENTENCE_COLLECTION):
+            assert delete_collection(library.catalog, name)
     calls = []
     real = calibration.embed_texts
     monkeypatch.setattr(calibration, "embed_texts", lambda model, texts: calls.append(len(texts)) or real(model, texts))

@@ -9,7 +9,7 @@ clone answers its first query in seconds instead of minutes.
 
 indexes the demo clips with the demo model through the ordinary indexer (``indexer.pipeline.Indexer``,
 auto-tags included, one decoder so tracks are stored in file order), embeds the confidence calibration's
-text banks (``app.calibration.null_bank``) and writes two files that hold no trace of the machine that
+text banks (``indexer.calibration.null_bank``) and writes two files that hold no trace of the machine that
 built them:
 
     prebuilt/catalog.sqlite   the catalog: track paths relative to the clips' folder, file mtimes 0,
@@ -37,8 +37,8 @@ from contextlib import closing
 from pathlib import Path
 
 import data.demo
-from app.calibration import null_bank
 from indexer.autotag import retag
+from indexer.calibration import null_bank
 
 CATALOG = "catalog.sqlite"
 MANIFEST = "manifest.json"
@@ -115,9 +115,10 @@ def refresh(out_dir: Path, model_dir: Path) -> None:
             tagger = AutoTagger.for_model(model, catalog)
             retag(catalog, tagger)
             null_bank(model, catalog)
-        with closing(sqlite3.connect(catalog_path)) as db, db:
-            db.execute("UPDATE text_collections SET created = ?", (FIXED_TIME,))
-            db.execute("PRAGMA journal_mode=DELETE")
+        with closing(sqlite3.connect(catalog_path)) as db:
+            with db:
+                db.execute("UPDATE text_collections SET created = ?", (FIXED_TIME,))
+            db.execute("PRAGMA journal_mode=DELETE")  # opening it set WAL; the shipped file has none
         _write_compact(catalog_path, out_dir)
 
 

@@ -3,7 +3,7 @@
 Raw cosine scores are not comparable across queries: on a small model, "a podcast interview about
 politics" can score 0.92 on a brass clip while "slow sad piano" scores 0.81 on the right piano clip. So
 every answer is judged against a null distribution, made from a bank of texts about things no such
-library contains plus non-music sentences (``app/calibration/null_texts.txt``), embedded with the running
+library contains plus non-music sentences (``indexer/null_texts.txt``), embedded with the running
 model once per library and model fingerprint and cached in the catalog (text collection ``builtin:null``).
 
 Two questions, each answered against the null bank:
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-NULL_TEXTS_PATH = Path(__file__).resolve().parent / "calibration" / "null_texts.txt"
+NULL_TEXTS_PATH = Path(__file__).resolve().parent / "null_texts.txt"
 NULL_COLLECTION = "builtin:null"  # the null bank's shared-space vectors
 NULL_SENTENCE_COLLECTION = "builtin:null-sentence"  # its text-encoder sentence vectors
 VOCABULARY_SENTENCE_COLLECTION = "builtin:vocabulary-sentence"  # the vocabulary's sentence vectors
@@ -97,7 +97,7 @@ def null_bank(model, catalog=None) -> NullBank:
                                       (NULL_SENTENCE_COLLECTION, null_texts, sentences),
                                       (VOCABULARY_SENTENCE_COLLECTION, vocabulary.texts, known)):
                 write_collection(s, name, texts, [None] * len(texts), rows, fingerprint=fingerprint,
-                                 source_hash=wanted[name], description="confidence calibration (app/calibration.py)")
+                                 source_hash=wanted[name], description="confidence calibration (indexer/calibration.py)")
     return NullBank(vectors, sentences, known)
 
 
