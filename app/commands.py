@@ -129,6 +129,12 @@ def _run(command: str, body) -> int:
 def add_arguments_search(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help='a description, e.g. "melancholic solo piano for a rainy night"')
     _add_result_options(parser)
+    parser.add_argument("--like", action="append", default=[], metavar="ID_OR_FILE",
+                        help="also sound like this library track or audio file (repeatable; never returned)")
+    parser.add_argument("--not", dest="avoid", action="append", default=[], metavar="TEXT",
+                        help="but not like this description (repeatable)")
+    parser.add_argument("--weights", metavar="K=V,...",
+                        help="composition weights text, like, avoid (default 1, 1, 0.5), e.g. like=0.5")
 
 
 def run_search(args) -> int:
@@ -151,9 +157,19 @@ def _run_ranked(command: str, args, heading: str, *, query: str | None = None, s
 
         filters = Filters.parse(args.filter)
         _check_inputs(args, query=query, source=source)
+        weights = None
+        if query is not None:
+            from app.search import check_query, check_source, parse_weights
+
+            for reference in args.like:
+                check_source(reference)
+            for text in args.avoid:
+                check_query(text)
+            weights = parse_weights(args.weights or "")
         service, _ = _open_service(args)
         if query is not None:
-            results = service.search(query, args.k, filters=filters, moments=args.moments)
+            results = service.search(query, args.k, filters=filters, moments=args.moments, like=args.like,
+                                     avoid=args.avoid, weights=weights)
         else:
             results = service.similar(source, args.k, filters=filters, moments=args.moments)
         return _print_results(args, results, heading, lambda: service.no_match_message(filters),

@@ -97,6 +97,56 @@ class Result:
         return out
 
 
+@dataclass(frozen=True)
+class QueryWeights:
+    """The arithmetic of a composed query, in the shared embedding space (every vector unit length):
+
+        q  = unit(text * t + like * mean(reference tracks) - avoid * mean(avoided descriptions))
+        q' = unit(alpha * q + beta * mean(liked tracks) - gamma * mean(disliked tracks))   (Rocchio)
+
+    An empty group adds nothing. Defaults: the description and the references count alike, what to
+    avoid half as much; Rocchio's classic 1, 0.75, 0.25."""
+
+    text: float = 1.0
+    like: float = 1.0
+    avoid: float = 0.5
+    alpha: float = 1.0
+    beta: float = 0.75
+    gamma: float = 0.25
+
+
+def parse_weights(text: str) -> QueryWeights:
+    """QueryWeights from "like=0.5, avoid=1" (names of its fields); SearchError naming a bad entry."""
+    values = {}
+    for part in (p.strip() for p in str(text or "").split(",")):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in QueryWeights.__dataclass_fields__:
+            raise SearchError(f"weight {part!r}: unknown name {name!r} (known: "
+                              f"{', '.join(QueryWeights.__dataclass_fields__)})")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise SearchError(f"weight {part!r}: {value.strip()!r} is not a number") from None
+    return QueryWeights(**values)
+
+
+def compose(text: np.ndarray, like: np.ndarray, avoid: np.ndarray, liked: np.ndarray, disliked: np.ndarray,
+            weights: QueryWeights) -> np.ndarray:
+    """The query vector of :class:`QueryWeights` (each group a (n, dim) array, possibly empty)."""
+    def mean(rows: np.ndarray) -> np.ndarray:
+        return _unit(rows.mean(axis=0)) if len(rows) else np.zeros_like(text)
+
+    query = _unit(weights.text * text + weights.like * mean(like) - weights.avoid * mean(avoid))
+    return _unit(weights.alpha * query + weights.beta * mean(liked) - weights.gamma * mean(disliked))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+
+
 def answer_verdict(results: Sequence[Result]) -> str:
     """strong | weak | none for a text query's results: their best calibrated confidence decides."""
     confidences = [r.confidence for r in results if r.confidence is not None]
@@ -338,13 +388,37 @@ class SearchService:
         return self.query_cache.get_or_compute((self._fingerprint_key, text), compute)
 
     def search(
-        self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False
+        self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False,
+        like: Sequence = (), avoid: Sequence[str] = (), liked: Sequence[int] = (), disliked: Sequence[int] = (),
+        weights: QueryWeights | None = None,
     ) -> list[Result]:
         """Tracks matching a description, best first, each with its calibrated confidence (the verdict on
-        the whole answer: :func:`answer_verdict`)."""
+        the whole answer: :func:`answer_verdict`).
+
+        A composed query adds reference tracks or files (``like``) and subtracts descriptions to stay away
+        from (``avoid``); relevance feedback then moves it towards the tracks marked ``liked`` and away from
+        the ``disliked`` ones (:func:`compose`). References and disliked tracks are not returned."""
+        weights = weights or QueryWeights()
         vector, sentence = self._query_vectors(query)
         snapshot = self.snapshot()
-        results = self._search_vector(snapshot, vector, k, filters, moments, exclude=())
+        exclude: list[int] = []
+        references = []
+        for source in like:
+            reference, excluded, _ = self._audio_query(snapshot, source)
+            references.append(reference)
+            exclude.extend(excluded)
+        avoided = [self._query_vectors(text)[0] for text in avoid]
+        feedback = {}
+        for name, ids in (("liked", liked), ("disliked", disliked)):
+            ids = [int(t) for t in ids]
+            missing = [t for t in ids if t not in snapshot.row_of]
+            if missing:
+                raise SearchError(f"There is no track {missing[0]} in this library ({name}).")
+            feedback[name] = snapshot.indexes.track_vectors(ids) if ids else np.zeros((0, len(vector)), np.float32)
+        exclude.extend(int(t) for t in disliked)
+        vector = compose(vector, np.array(references).reshape(-1, len(vector)),
+                         np.array(avoided).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
+        results = self._search_vector(snapshot, vector, k, filters, moments, exclude=tuple(dict.fromkeys(exclude)))
         calibration = self.calibration(snapshot)
         confidences = calibration.confidences(calibration.known(sentence), [r.track_id for r in results],
                                               [r.score for r in results])

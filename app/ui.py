@@ -31,7 +31,15 @@ from starlette.responses import PlainTextResponse
 
 from app import export
 from app.filters import FilterError, Filters
-from app.search import Description, Result, SearchError, SearchService, answer_dict, answer_verdict
+from app.search import (
+    Description,
+    Result,
+    SearchError,
+    SearchService,
+    answer_dict,
+    answer_verdict,
+    parse_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -494,11 +502,17 @@ def _api_endpoints(service: SearchService) -> None:
 
         return call
 
-    def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> dict:
+    def search(query: str, k: float = 10, moments: bool = False, filters: str = "", like: str = "",
+               avoid: str = "", liked: str = "", disliked: str = "", weights: str = "") -> dict:
         """{"verdict": strong|weak|none, "results": [...]}: tracks matching a description, each with its
-        calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano"."""
+        calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano". Composed: like =
+        library track ids ("42, 7"), avoid = descriptions ("sad; drums"); feedback: liked / disliked track
+        ids (Rocchio); weights like "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
         parsed = Filters.parse(f for f in (filters or "").split(";") if f.strip())
-        return answer_dict(service.search(query, int(k), filters=parsed, moments=bool(moments)))
+        return answer_dict(service.search(
+            query, int(k), filters=parsed, moments=bool(moments), like=_ids(like, "like"),
+            avoid=[t.strip() for t in (avoid or "").split(";") if t.strip()], liked=_ids(liked, "liked"),
+            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights)))
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
         """Library tracks that sound like an uploaded clip or a library track id (never itself)."""
@@ -509,14 +523,24 @@ def _api_endpoints(service: SearchService) -> None:
         return service.describe(_api_source(audio, track_id), int(k), similar_k=int(k)).to_dict()
 
     with gr.Group(visible=False):
+        like, avoid, liked, disliked, weights = (gr.Textbox(value="") for _ in range(5))
         text, number = gr.Textbox(), gr.Number(value=10)
         flag, filter_text = gr.Checkbox(value=False), gr.Textbox(value="")
         audio, track_id = gr.File(file_types=["audio"], type="filepath"), gr.Textbox(value="")
         out, out_dict = gr.JSON(label="results"), gr.JSON(label="description")
         button = gr.Button()
-    button.click(guarded(search), [text, number, flag, filter_text], out, api_name="search")
+    button.click(guarded(search), [text, number, flag, filter_text, like, avoid, liked, disliked, weights], out,
+                 api_name="search")
     button.click(guarded(similar), [audio, track_id, number], out, api_name="similar")
     button.click(guarded(describe), [audio, track_id, number], out_dict, api_name="describe")
+
+
+def _ids(text: str, name: str) -> list[int]:
+    """Track ids from "42, 7" (commas or spaces); SearchError naming the parameter otherwise."""
+    parts = [p for p in str(text or "").replace(",", " ").split() if p]
+    if not all(p.isdigit() for p in parts):
+        raise SearchError(f"{name}: give library track ids (whole numbers), got {text!r}")
+    return [int(p) for p in parts]
 
 
 def _api_source(audio: str | None, track_id: str) -> int | str:
