@@ -14,6 +14,7 @@ library roots, and :class:`LibraryFileGuard` lets through only files that are in
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import html
 import logging
@@ -163,6 +164,8 @@ def results_html(results: list[Result]) -> str:
             f'<div class="mq-actions">'
             f'<button class="mq-button" data-action="similar" data-track-id="{r.track_id}">More like this</button>'
             f'<button class="mq-button" data-action="describe" data-track-id="{r.track_id}">Describe</button>'
+            f'<button class="mq-button" data-action="liked" data-track-id="{r.track_id}" title="more like this one">👍</button>'
+            f'<button class="mq-button" data-action="disliked" data-track-id="{r.track_id}" title="fewer like this one">👎</button>'
             f'</div></div>'
         )
     shared_line = f'<div class="mq-facts mq-shared">All tracks: {heading}</div>' if heading else ""
@@ -265,6 +268,26 @@ VERDICT_HEADLINES = {  # what the page says first about a text query's answer (i
 }
 
 
+@dataclass(frozen=True)
+class Session:
+    """One search on the page and how the user refined it: reference tracks ("More like this") and
+    thumbs up/down, all fed to ``SearchService.search`` (app.search.compose documents the arithmetic)."""
+
+    query: str
+    filters: Filters
+    like: tuple[int, ...] = ()
+    liked: tuple[int, ...] = ()
+    disliked: tuple[int, ...] = ()
+
+    def add(self, field_name: str, track_id: int) -> Session:
+        """This session with the track added to one list (and taken out of the opposite thumb)."""
+        other = {"liked": "disliked", "disliked": "liked"}.get(field_name)
+        changes = {field_name: tuple(dict.fromkeys((*getattr(self, field_name), track_id)))}
+        if other:
+            changes[other] = tuple(t for t in getattr(self, other) if t != track_id)
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
 class Exports:
     """Files written for the download buttons of a result list; only the newest ``keep`` lists stay on
@@ -301,25 +324,53 @@ class Page:
         return (headline, results_html(results), *buttons)
 
     def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+        """A new search: its answer, and a fresh session (the query that "More like this" and the thumbs refine)."""
         query, cut = _cut_query(query, self.service.limits.max_query_chars)
         try:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
-            results = self.service.search(query, int(k), filters=filters, moments=bool(moments))
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            return (*self.answer([], _message(exc), "search"), None)
+        session = Session(query, filters)
+        return (*self.refined(session, k, moments, cut), session)
+
+    def refined(self, session: Session, k, moments, cut: str = ""):
+        """The answer to the session's query with its references and feedback (app.search.compose)."""
+        try:
+            results = self.service.search(session.query, int(k), filters=session.filters, moments=bool(moments),
+                                          like=session.like, liked=session.liked, disliked=session.disliked)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return self.answer([], _message(exc), "search")
         if not results:
-            return self.answer([], html.escape(self.service.no_match_message(filters)) + cut, "search")
-        where = f" with {html.escape(filters.describe())}" if filters.active else ""
-        headline = f"{len(results)} tracks for “{html.escape(query)}”{where}.{cut}"
+            return self.answer([], html.escape(self.service.no_match_message(session.filters)) + cut, "search")
+        where = f" with {html.escape(session.filters.describe())}" if session.filters.active else ""
+        headline = f"{len(results)} tracks for “{html.escape(session.query)}”{where}{self.refinements(session)}.{cut}"
         return self.answer(results, VERDICT_HEADLINES[answer_verdict(results)] + headline, "search")
 
-    def run_card_action(self, k, moments, describe_k, evt: gr.EventData):
-        """A card's "More like this" (results on the Search tab) or "Describe" (the Describe tab)."""
+    def refinements(self, session: Session) -> str:
+        snapshot = self.service.snapshot()
+        titles = [f"“{html.escape(snapshot.tracks.titles[snapshot.row_of[t]])}”" for t in session.like
+                  if t in snapshot.row_of]
+        parts = ([f"more like {', '.join(titles)}"] if titles else []) + [
+            f"{len(ids)} {name}" for name, ids in (("liked", session.liked), ("disliked", session.disliked)) if ids]
+        return f" ({'; '.join(parts)})" if parts else ""
+
+    def run_card_action(self, k, moments, describe_k, session, evt: gr.EventData):
+        """A card's "More like this" (refines the current search; without one, tracks that sound like it),
+        thumbs up or down (re-rank the current search, Rocchio) or "Describe" (the Describe tab)."""
         action, track_id = getattr(evt, "action", None), str(getattr(evt, "track_id", ""))
         if action == "describe":
             return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id), None,
-                    *self.run_describe(None, track_id, describe_k))
+                    *self.run_describe(None, track_id, describe_k), gr.skip())
         untouched_describe = (gr.skip(),) * 8
+        if session is not None and track_id.isdigit():
+            track = int(track_id)
+            field_name = {"similar": "like", "liked": "liked", "disliked": "disliked"}.get(action)
+            if field_name is not None:
+                session = session.add(field_name, track)
+                return (gr.Tabs(selected="search"), *self.refined(session, k, moments), gr.skip(),
+                        *untouched_describe, session)
+        if action != "similar":
+            return (gr.skip(), gr.Markdown("Search first: the thumbs re-rank a search."), *(gr.skip(),) * 13, gr.skip())
         try:
             results = self.service.similar(int(track_id), int(k), moments=bool(moments))
             snapshot = self.service.snapshot()
@@ -327,7 +378,8 @@ class Page:
             headline = f"{len(results)} tracks that sound like “{html.escape(title)}”."
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             results, headline = [], _message(exc)
-        return (gr.Tabs(selected="search"), *self.answer(results, headline, "similar"), gr.skip(), *untouched_describe)
+        return (gr.Tabs(selected="search"), *self.answer(results, headline, "similar"), gr.skip(), *untouched_describe,
+                gr.skip())
 
     def run_describe(self, audio_path, track_choice, k):
         """(message, tag bars, description bars, similar cards, 3 export buttons) for a clip or a track."""
@@ -468,14 +520,15 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                                       interactive=False, elem_id="library-errors")
                 refresh = gr.Button("Refresh", size="sm")
 
+        session = gr.State(None)  # the search that "More like this" and the thumbs refine
         search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags]
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
-            trigger(page.run_search, search_inputs, search_outputs, api_visibility="private")
+            trigger(page.run_search, search_inputs, [*search_outputs, session], api_visibility="private")
         describe_outputs = [describe_message, tag_bars, description_bars, similar, *describe_exports]
         for cards in (results, similar):
-            cards.click(page.run_card_action, [k, moments, describe_k],
-                        [tabs, *search_outputs, track, clip, *describe_outputs], api_visibility="private")
+            cards.click(page.run_card_action, [k, moments, describe_k, session],
+                        [tabs, *search_outputs, track, clip, *describe_outputs, session], api_visibility="private")
         describe_button.click(page.run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
         # one source at a time: a new clip unselects the library track, picking a track removes the clip
         for clip_event in (clip.upload, clip.stop_recording):
