@@ -164,8 +164,8 @@ def results_html(results: list[Result]) -> str:
             f'<div class="mq-actions">'
             f'<button class="mq-button" data-action="similar" data-track-id="{r.track_id}">More like this</button>'
             f'<button class="mq-button" data-action="describe" data-track-id="{r.track_id}">Describe</button>'
-            f'<button class="mq-button" data-action="liked" data-track-id="{r.track_id}" title="more like this one">👍</button>'
-            f'<button class="mq-button" data-action="disliked" data-track-id="{r.track_id}" title="fewer like this one">👎</button>'
+            f'<button class="mq-button" data-action="liked" data-track-id="{r.track_id}" title="more like this one">Good</button>'
+            f'<button class="mq-button" data-action="disliked" data-track-id="{r.track_id}" title="fewer like this one">Bad</button>'
             f'</div></div>'
         )
     shared_line = f'<div class="mq-facts mq-shared">All tracks: {heading}</div>' if heading else ""
