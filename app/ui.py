@@ -275,6 +275,7 @@ class Session:
 
     query: str
     filters: Filters
+    avoid: tuple[str, ...] = ()  # descriptions to stay away from
     like: tuple[int, ...] = ()
     liked: tuple[int, ...] = ()
     disliked: tuple[int, ...] = ()
@@ -323,21 +324,23 @@ class Page:
         buttons = [gr.DownloadButton(value=f, visible=f is not None) for f in files]
         return (headline, results_html(results), *buttons)
 
-    def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+    def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags,
+                   avoid=""):
         """A new search: its answer, and a fresh session (the query that "More like this" and the thumbs refine)."""
         query, cut = _cut_query(query, self.service.limits.max_query_chars)
         try:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return (*self.answer([], _message(exc), "search"), None)
-        session = Session(query, filters)
+        session = Session(query, filters, tuple(t.strip() for t in (avoid or "").split(";") if t.strip()))
         return (*self.refined(session, k, moments, cut), session)
 
     def refined(self, session: Session, k, moments, cut: str = ""):
         """The answer to the session's query with its references and feedback (app.search.compose)."""
         try:
             results = self.service.search(session.query, int(k), filters=session.filters, moments=bool(moments),
-                                          like=session.like, liked=session.liked, disliked=session.disliked)
+                                          like=session.like, avoid=session.avoid, liked=session.liked,
+                                          disliked=session.disliked)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return self.answer([], _message(exc), "search")
         if not results:
@@ -351,6 +354,7 @@ class Page:
         titles = [f"“{html.escape(snapshot.tracks.titles[snapshot.row_of[t]])}”" for t in session.like
                   if t in snapshot.row_of]
         parts = ([f"more like {', '.join(titles)}"] if titles else []) + [
+            f"not {', '.join(f'“{html.escape(t)}”' for t in session.avoid)}"] * bool(session.avoid) + [
             f"{len(ids)} {name}" for name, ids in (("liked", session.liked), ("disliked", session.disliked)) if ids]
         return f" ({'; '.join(parts)})" if parts else ""
 
@@ -482,6 +486,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                         artist = gr.Textbox(label="Artist contains")
                         album = gr.Textbox(label="Album contains")
                         tags = gr.Dropdown(choices=page.tag_choices(), multiselect=True, label="Tags (all of)")
+                        avoid = gr.Textbox(label="But not (descriptions, separated by ;)", elem_id="avoid")
                     with gr.Row():
                         year_min = gr.Number(label="Year from", precision=0)
                         year_max = gr.Number(label="Year to", precision=0)
@@ -521,7 +526,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                 refresh = gr.Button("Refresh", size="sm")
 
         session = gr.State(None)  # the search that "More like this" and the thumbs refine
-        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags]
+        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags, avoid]
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
             trigger(page.run_search, search_inputs, [*search_outputs, session], api_visibility="private")

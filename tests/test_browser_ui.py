@@ -100,6 +100,14 @@ def test_more_like_this_refines_the_query_and_excludes_the_track(page):
     assert ids and track_id not in ids
 
 
+def test_but_not_subtracts_a_description(page, app_server):
+    page.click("text=Options and filters")
+    page.get_by_label("But not (descriptions, separated by ;)").fill("drums")
+    search(page, "bright strings", expect="not “drums”")
+    ids = page.locator("#results .mq-card").evaluate_all("cards => cards.map(c => c.dataset.trackId)")
+    assert ids == [str(r.track_id) for r in app_server[1].search("bright strings", 10, avoid=["drums"])]
+
+
 def test_thumbs_re_rank_the_current_search(page, app_server):
     search(page, "bright strings")
     cards = page.locator("#results .mq-card")
