@@ -55,27 +55,42 @@ def _add_result_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", metavar="OUT", help="also write the results as .m3u, .csv or .json (by extension)")
 
 
-def _print_results(args, results, heading: str, no_match) -> int:
-    """Print (and export) the results; no result exits with status 1 and says why on stderr (like grep)."""
+def _print_results(args, results, heading: str, no_match, *, text_query: bool = False) -> int:
+    """Print (and export) the results; no result exits with status 1 and says why on stderr (like grep).
+    A text query's answer carries its verdict: `--json` prints {"verdict", "results"}, the text output
+    says "no good match" above results that fit no better than unrelated texts."""
     from app import export
+    from app.search import answer_dict, answer_verdict
 
     if args.m3u:
         export.write(results, args.m3u, "m3u")
     if args.export:
         export.write(results, args.export)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        out = answer_dict(results) if text_query else [r.to_dict() for r in results]
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     if not results:
         print(no_match(), file=sys.stderr)
         return 1
     if args.json:
         return 0
     print(heading)
+    if text_query:
+        print(VERDICT_LINES[answer_verdict(results)])
     for rank, r in enumerate(results, 1):
         who = f" — {r.artist}" if r.artist else ""
         moment = f"  [{r.moment.start:g}–{r.moment.end:g} s]" if r.moment else ""
-        print(f"{rank:3d}. {r.score:6.3f}  {r.title}{who}{moment}\n      {r.path}")
+        confidence = f"  confidence {r.confidence:.2f}" if r.confidence is not None else ""
+        print(f"{rank:3d}. {r.score:6.3f}  {r.title}{who}{moment}{confidence}\n      {r.path}")
     return 0
+
+
+VERDICT_LINES = {
+    "strong": "Verdict: strong match.",
+    "weak": "Verdict: weak match: the best results fit only a little better than unrelated descriptions do.",
+    "none": "Verdict: no good match: nothing in this library fits better than unrelated descriptions do; "
+            "the closest tracks follow anyway.",
+}
 
 
 def _check_inputs(args, *, query: str | None = None, source: str | None = None) -> None:
@@ -114,6 +129,12 @@ def _run(command: str, body) -> int:
 def add_arguments_search(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", help='a description, e.g. "melancholic solo piano for a rainy night"')
     _add_result_options(parser)
+    parser.add_argument("--like", action="append", default=[], metavar="ID_OR_FILE",
+                        help="also sound like this library track or audio file (repeatable; never returned)")
+    parser.add_argument("--not", dest="avoid", action="append", default=[], metavar="TEXT",
+                        help="but not like this description (repeatable)")
+    parser.add_argument("--weights", metavar="K=V,...",
+                        help="composition weights text, like, avoid (default 1, 1, 0.5), e.g. like=0.5")
 
 
 def run_search(args) -> int:
@@ -136,12 +157,23 @@ def _run_ranked(command: str, args, heading: str, *, query: str | None = None, s
 
         filters = Filters.parse(args.filter)
         _check_inputs(args, query=query, source=source)
+        weights = None
+        if query is not None:
+            from app.search import check_query, check_source, parse_weights
+
+            for reference in args.like:
+                check_source(reference)
+            for text in args.avoid:
+                check_query(text)
+            weights = parse_weights(args.weights or "")
         service, _ = _open_service(args)
         if query is not None:
-            results = service.search(query, args.k, filters=filters, moments=args.moments)
+            results = service.search(query, args.k, filters=filters, moments=args.moments, like=args.like,
+                                     avoid=args.avoid, weights=weights)
         else:
             results = service.similar(source, args.k, filters=filters, moments=args.moments)
-        return _print_results(args, results, heading, lambda: service.no_match_message(filters))
+        return _print_results(args, results, heading, lambda: service.no_match_message(filters),
+                              text_query=query is not None)
 
     return _run(command, body)
 

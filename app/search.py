@@ -16,6 +16,7 @@ queries finish on the old one and no query fails or restarts the server.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from app.cache import LRUCache
 from app.filters import Filters, TrackColumns
 from app.texts import TextBank, TextCollections, TextsUnavailable, require_tokenizer
 from indexer.ann import index_kind
+from indexer.calibration import Calibration, NullBank, embed_texts, null_bank, verdict
 from indexer.catalog import VOCABULARY_COLLECTION
 from indexer.layout import has_catalog
 from indexer.vectors import Library, LibraryError, VectorIndexes
@@ -72,6 +74,8 @@ class Result:
     tags: tuple[str, ...]
     score: float
     moment: Moment | None = None
+    confidence: float | None = None  # text queries: calibrated against unrelated texts (indexer.calibration)
+    tag_scores: tuple[tuple[str, float], ...] = ()  # (auto-tag, its score): the tags that passed their bar
 
     def to_dict(self) -> dict:
         out = {
@@ -85,9 +89,73 @@ class Result:
             "score": round(self.score, 6),
             "tags": list(self.tags),
         }
+        if self.confidence is not None:
+            out["confidence"] = round(self.confidence, 4)
+        out["tag_scores"] = {t: round(v, 4) for t, v in self.tag_scores}
         if self.moment is not None:
             out.update(start=self.moment.start, end=self.moment.end, moment_score=round(self.moment.score, 6))
         return out
+
+
+@dataclass(frozen=True)
+class QueryWeights:
+    """The arithmetic of a composed query, in the shared embedding space (every vector unit length):
+
+        q  = unit(text * t + like * mean(reference tracks) - avoid * mean(avoided descriptions))
+        q' = unit(alpha * q + beta * mean(liked tracks) - gamma * mean(disliked tracks))   (Rocchio)
+
+    An empty group adds nothing. Defaults: the description and the references count alike, what to
+    avoid half as much; Rocchio's classic 1, 0.75, 0.25."""
+
+    text: float = 1.0
+    like: float = 1.0
+    avoid: float = 0.5
+    alpha: float = 1.0
+    beta: float = 0.75
+    gamma: float = 0.25
+
+
+def parse_weights(text: str) -> QueryWeights:
+    """QueryWeights from "like=0.5, avoid=1" (names of its fields); SearchError naming a bad entry."""
+    values = {}
+    for part in (p.strip() for p in str(text or "").split(",")):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in QueryWeights.__dataclass_fields__:
+            raise SearchError(f"weight {part!r}: unknown name {name!r} (known: "
+                              f"{', '.join(QueryWeights.__dataclass_fields__)})")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise SearchError(f"weight {part!r}: {value.strip()!r} is not a number") from None
+    return QueryWeights(**values)
+
+
+def compose(text: np.ndarray, like: np.ndarray, avoid: np.ndarray, liked: np.ndarray, disliked: np.ndarray,
+            weights: QueryWeights) -> np.ndarray:
+    """The query vector of :class:`QueryWeights` (each group a (n, dim) array, possibly empty)."""
+    def mean(rows: np.ndarray) -> np.ndarray:
+        return _unit(rows.mean(axis=0)) if len(rows) else np.zeros_like(text)
+
+    query = _unit(weights.text * text + weights.like * mean(like) - weights.avoid * mean(avoid))
+    return _unit(weights.alpha * query + weights.beta * mean(liked) - weights.gamma * mean(disliked))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+
+
+def answer_verdict(results: Sequence[Result]) -> str:
+    """strong | weak | none for a text query's results: their best calibrated confidence decides."""
+    confidences = [r.confidence for r in results if r.confidence is not None]
+    return verdict(max(confidences) if confidences else None)
+
+
+def answer_dict(results: Sequence[Result]) -> dict:
+    """A text query's answer as `search --json` and the ``/search`` API give it."""
+    return {"verdict": answer_verdict(results), "results": [r.to_dict() for r in results]}
 
 
 @dataclass(frozen=True)
@@ -137,6 +205,7 @@ class Snapshot:
     index_type: str
     segment_index_type: str
     id_of_audio: dict[str, int] = field(default_factory=dict)  # decoded-audio hash (as indexed) -> track id
+    auto_scores: dict[int, tuple[tuple[str, float], ...]] = field(default_factory=dict)  # track id -> auto-tags
 
     @property
     def generation(self) -> int:
@@ -186,6 +255,8 @@ def load_snapshot(library: Library) -> Snapshot:
         index_type=index_kind(indexes.tracks),
         segment_index_type=index_kind(indexes.segments),
         id_of_audio={r.audio_hash: r.id for r in rows},
+        auto_scores={track_id: tuple((tag, -negative) for first, negative, tag in sorted(entries) if first == 0)
+                     for track_id, entries in by_track.items()},
     )
 
 
@@ -225,6 +296,8 @@ class SearchService:
         self._domain_report: tuple = (None, None)  # ((domain, generation), DomainReport)
         self._refused_generation: int | None = None
         self.texts = TextCollections(self.model, self._model_lock)
+        self._null_bank: NullBank | None = None
+        self._calibration: tuple[int, Calibration] | None = None  # (generation, its calibration)
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
         self.reload()
@@ -297,19 +370,72 @@ class SearchService:
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
+        return self._query_vectors(text)[0]
+
+    def _query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(shared-space vector, text-encoder sentence vector) of a query, cached; one encoder pass."""
         text = check_query(text, self.limits.max_query_chars)
         try:
             require_tokenizer(self.model)
         except TextsUnavailable as exc:
             raise SearchError(str(exc)) from exc
-        return self.query_cache.get_or_compute((self._fingerprint_key, text), lambda: self._embed_texts([text])[0])
+
+        def compute():
+            with self._model_lock:
+                shared, sentence = embed_texts(self.model, [text])
+            return shared[0], sentence[0]
+
+        return self.query_cache.get_or_compute((self._fingerprint_key, text), compute)
 
     def search(
-        self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False
+        self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False,
+        like: Sequence = (), avoid: Sequence[str] = (), liked: Sequence[int] = (), disliked: Sequence[int] = (),
+        weights: QueryWeights | None = None,
     ) -> list[Result]:
-        """Tracks matching a description, best first."""
-        vector = self.embed_query(query)
-        return self._search_vector(self.snapshot(), vector, k, filters, moments, exclude=())
+        """Tracks matching a description, best first, each with its calibrated confidence (the verdict on
+        the whole answer: :func:`answer_verdict`).
+
+        A composed query adds reference tracks or files (``like``) and subtracts descriptions to stay away
+        from (``avoid``); relevance feedback then moves it towards the tracks marked ``liked`` and away from
+        the ``disliked`` ones (:func:`compose`). References and disliked tracks are not returned."""
+        weights = weights or QueryWeights()
+        vector, sentence = self._query_vectors(query)
+        snapshot = self.snapshot()
+        exclude: list[int] = []
+        references = []
+        for source in like:
+            reference, excluded, _ = self._audio_query(snapshot, source)
+            references.append(reference)
+            exclude.extend(excluded)
+        avoided = [self._query_vectors(text)[0] for text in avoid]
+        feedback = {}
+        for name, ids in (("liked", liked), ("disliked", disliked)):
+            ids = [int(t) for t in ids]
+            missing = [t for t in ids if t not in snapshot.row_of]
+            if missing:
+                raise SearchError(f"There is no track {missing[0]} in this library ({name}).")
+            feedback[name] = snapshot.indexes.track_vectors(ids) if ids else np.zeros((0, len(vector)), np.float32)
+        exclude.extend(int(t) for t in disliked)
+        vector = compose(vector, np.array(references).reshape(-1, len(vector)),
+                         np.array(avoided).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
+        results = self._search_vector(snapshot, vector, k, filters, moments, exclude=tuple(dict.fromkeys(exclude)))
+        calibration = self.calibration(snapshot)
+        confidences = calibration.confidences(calibration.known(sentence), [r.track_id for r in results],
+                                              [r.score for r in results])
+        return [dataclasses.replace(r, confidence=float(c)) for r, c in zip(results, confidences, strict=True)]
+
+    def calibration(self, snapshot: Snapshot) -> Calibration:
+        """The null distributions of this generation's tracks (the bank embedded once per model and library)."""
+        cached = self._calibration
+        if cached is not None and cached[0] == snapshot.generation:
+            return cached[1]
+        if self._null_bank is None:
+            with self._model_lock:
+                self._null_bank = null_bank(self.model, self.library.catalog if has_catalog(self.library_dir) else None)
+        ids = snapshot.tracks.ids
+        calibration = Calibration.build(ids, snapshot.indexes.track_vectors(ids), self._null_bank)
+        self._calibration = (snapshot.generation, calibration)
+        return calibration
 
     def no_match_message(self, filters: Filters | None) -> str:
         """What to say when a question found no track: which filters exclude everything, and why."""
@@ -378,10 +504,6 @@ class SearchService:
         if not 1 <= k <= self.limits.max_k:
             raise SearchError(f"k must be between 1 and {self.limits.max_k}, got {k}")
         return k
-
-    def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        with self._model_lock:
-            return self.model.embed_text(list(texts)).numpy().astype(np.float32)
 
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         """(dim,) unit vector of an audio file's first ``max_audio_seconds`` (the track embedding, renormalised)."""
@@ -472,6 +594,7 @@ class SearchService:
             tags=t.tags[row],
             score=score,
             moment=None if query is None else best_moment(snapshot, track_id, query),
+            tag_scores=snapshot.auto_scores.get(track_id, ()),
         )
 
     # ---- files the UI may serve --------------------------------------------------------------------
@@ -510,6 +633,7 @@ class SearchService:
         """The library's status (``indexer.status.library_status``, without the index check) and what the
         running model and the served generation add: what the Library tab shows."""
         from app.texts import list_collections
+        from indexer.autotag import vocabulary_info
         from indexer.status import library_status
 
         snapshot = self._snapshot_or_none()
@@ -522,6 +646,7 @@ class SearchService:
                    "text_collections": []}
         out.update(
             running_model=self.model_name or self._fingerprint.get("model_id"),
+            vocabulary=vocabulary_info(self.model),
             running_fingerprint=self._fingerprint,
             has_tokenizer=bool(getattr(self.model, "has_tokenizer", False)),
             query_cache={"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},

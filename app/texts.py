@@ -178,9 +178,9 @@ class TextCollections:
                 if catalog is not None:
                     tagger = AutoTagger.for_model(model, catalog)
                 else:
-                    from data.vocabulary import load_vocabulary
+                    from indexer.autotag import vocabulary_for
 
-                    vocabulary = load_vocabulary()
+                    vocabulary = vocabulary_for(model)
                     tagger = AutoTagger(vocabulary, _embed(model, vocabulary.texts))
             tags = tagger.vocabulary.tags
             memo[vocab_key] = TextBank(VOCABULARY_COLLECTION, [t.tag for t in tags], [t.category for t in tags],
@@ -188,7 +188,7 @@ class TextCollections:
         banks = [memo[vocab_key]]
         if catalog is None:
             return banks
-        heads = {n: h for n, h in collection_heads(catalog).items() if n != VOCABULARY_COLLECTION}
+        heads = {n: h for n, h in collection_heads(catalog).items() if not n.startswith(RESERVED_PREFIX)}
         for name, head in heads.items():
             if head[2] != fingerprint:  # a user collection embedded by another model
                 texts, categories, _ = read_collection(catalog, head[0])

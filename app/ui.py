@@ -14,6 +14,7 @@ library roots, and :class:`LibraryFileGuard` lets through only files that are in
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import html
 import logging
@@ -31,7 +32,15 @@ from starlette.responses import PlainTextResponse
 
 from app import export
 from app.filters import FilterError, Filters
-from app.search import Description, Result, SearchError, SearchService
+from app.search import (
+    Description,
+    Result,
+    SearchError,
+    SearchService,
+    answer_dict,
+    answer_verdict,
+    parse_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +143,12 @@ def results_html(results: list[Result]) -> str:
     for rank, r in enumerate(results, 1):
         facts = " · ".join(e(str(getattr(r, x))) for x in ("artist", "album", "year")
                            if getattr(r, x) and x not in shared)
-        tags = "".join(f'<span class="mq-tag">{e(t)}</span>' for t in r.tags[:8])
+        scores = dict(r.tag_scores)  # auto-tags show their score; a file's own genres have none
+        tags = "".join(f'<span class="mq-tag">{e(t)}'
+                       + (f' <span class="mq-tag-score">{scores[t]:.2f}</span>' if t in scores else "")
+                       + '</span>' for t in r.tags[:8])
+        confidence = ("" if r.confidence is None else
+                      f'<div class="mq-confidence">confidence {r.confidence:.2f}</div>')
         moment = ""
         if r.moment is not None:
             moment = (f'<div class="mq-moment">best moment {_clock(r.moment.start, tenths=True)}–{_clock(r.moment.end, tenths=True)}'
@@ -143,12 +157,15 @@ def results_html(results: list[Result]) -> str:
             f'<div class="mq-card" data-track-id="{r.track_id}">'
             f'<div class="mq-head"><span class="mq-rank">{rank}</span>'
             f'<span class="mq-title">{e(r.title)}</span><span class="mq-score">{r.score:.3f}</span></div>'
+            f'{confidence}'
             f'<div class="mq-facts">{facts + " · " if facts else ""}{_clock(r.duration)}</div>'
             f'{moment}<div class="mq-tags">{tags}</div>'
             f'<audio controls preload="metadata" src="{e(audio_url(r))}"></audio>'
             f'<div class="mq-actions">'
             f'<button class="mq-button" data-action="similar" data-track-id="{r.track_id}">More like this</button>'
             f'<button class="mq-button" data-action="describe" data-track-id="{r.track_id}">Describe</button>'
+            f'<button class="mq-button" data-action="liked" data-track-id="{r.track_id}" title="more like this one">Good</button>'
+            f'<button class="mq-button" data-action="disliked" data-track-id="{r.track_id}" title="fewer like this one">Bad</button>'
             f'</div></div>'
         )
     shared_line = f'<div class="mq-facts mq-shared">All tracks: {heading}</div>' if heading else ""
@@ -180,9 +197,10 @@ CSS = """
 .mq-rank { color: var(--body-text-color-subdued); font-size: 0.85em; }
 .mq-title { font-weight: 600; flex: 1; }
 .mq-score { font-variant-numeric: tabular-nums; color: var(--color-accent); }
-.mq-facts, .mq-moment { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.mq-facts, .mq-moment, .mq-confidence { font-size: 0.85em; color: var(--body-text-color-subdued); }
 .mq-tag { display: inline-block; font-size: 0.75em; padding: 1px 6px; margin: 2px 3px 2px 0;
           border-radius: 8px; background: var(--background-fill-secondary); }
+.mq-tag-score { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; }
 .mq-card audio { width: 100%; margin-top: 6px; }
 .mq-actions { display: flex; gap: 6px; margin-top: 4px; }
 .mq-button { font-size: 0.8em; padding: 2px 10px; border-radius: 6px; cursor: pointer;
@@ -242,6 +260,35 @@ def _cut_query(query, limit: int) -> tuple[str, str]:
                  f"searched (the limit is {limit}).")
 
 
+VERDICT_HEADLINES = {  # what the page says first about a text query's answer (indexer.calibration)
+    "strong": "",
+    "weak": "**Weak match:** the best results fit only a little better than unrelated descriptions do. ",
+    "none": "**No good match:** nothing in this library fits better than unrelated descriptions do; "
+            "these are only the closest tracks. ",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """One search on the page and how the user refined it: reference tracks ("More like this") and
+    thumbs up/down, all fed to ``SearchService.search`` (app.search.compose documents the arithmetic)."""
+
+    query: str
+    filters: Filters
+    avoid: tuple[str, ...] = ()  # descriptions to stay away from
+    like: tuple[int, ...] = ()
+    liked: tuple[int, ...] = ()
+    disliked: tuple[int, ...] = ()
+
+    def add(self, field_name: str, track_id: int) -> Session:
+        """This session with the track added to one list (and taken out of the opposite thumb)."""
+        other = {"liked": "disliked", "disliked": "liked"}.get(field_name)
+        changes = {field_name: tuple(dict.fromkeys((*getattr(self, field_name), track_id)))}
+        if other:
+            changes[other] = tuple(t for t in getattr(self, other) if t != track_id)
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
 class Exports:
     """Files written for the download buttons of a result list; only the newest ``keep`` lists stay on
@@ -277,25 +324,57 @@ class Page:
         buttons = [gr.DownloadButton(value=f, visible=f is not None) for f in files]
         return (headline, results_html(results), *buttons)
 
-    def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags):
+    def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags,
+                   avoid=""):
+        """A new search: its answer, and a fresh session (the query that "More like this" and the thumbs refine)."""
         query, cut = _cut_query(query, self.service.limits.max_query_chars)
         try:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
-            results = self.service.search(query, int(k), filters=filters, moments=bool(moments))
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            return (*self.answer([], _message(exc), "search"), None)
+        session = Session(query, filters, tuple(t.strip() for t in (avoid or "").split(";") if t.strip()))
+        return (*self.refined(session, k, moments, cut), session)
+
+    def refined(self, session: Session, k, moments, cut: str = ""):
+        """The answer to the session's query with its references and feedback (app.search.compose)."""
+        try:
+            results = self.service.search(session.query, int(k), filters=session.filters, moments=bool(moments),
+                                          like=session.like, avoid=session.avoid, liked=session.liked,
+                                          disliked=session.disliked)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return self.answer([], _message(exc), "search")
         if not results:
-            return self.answer([], html.escape(self.service.no_match_message(filters)) + cut, "search")
-        where = f" with {html.escape(filters.describe())}" if filters.active else ""
-        return self.answer(results, f"{len(results)} tracks for “{html.escape(query)}”{where}.{cut}", "search")
+            return self.answer([], html.escape(self.service.no_match_message(session.filters)) + cut, "search")
+        where = f" with {html.escape(session.filters.describe())}" if session.filters.active else ""
+        headline = f"{len(results)} tracks for “{html.escape(session.query)}”{where}{self.refinements(session)}.{cut}"
+        return self.answer(results, VERDICT_HEADLINES[answer_verdict(results)] + headline, "search")
 
-    def run_card_action(self, k, moments, describe_k, evt: gr.EventData):
-        """A card's "More like this" (results on the Search tab) or "Describe" (the Describe tab)."""
+    def refinements(self, session: Session) -> str:
+        snapshot = self.service.snapshot()
+        titles = [f"“{html.escape(snapshot.tracks.titles[snapshot.row_of[t]])}”" for t in session.like
+                  if t in snapshot.row_of]
+        parts = ([f"more like {', '.join(titles)}"] if titles else []) + [
+            f"not {', '.join(f'“{html.escape(t)}”' for t in session.avoid)}"] * bool(session.avoid) + [
+            f"{len(ids)} {name}" for name, ids in (("liked", session.liked), ("disliked", session.disliked)) if ids]
+        return f" ({'; '.join(parts)})" if parts else ""
+
+    def run_card_action(self, k, moments, describe_k, session, evt: gr.EventData):
+        """A card's "More like this" (refines the current search; without one, tracks that sound like it),
+        thumbs up or down (re-rank the current search, Rocchio) or "Describe" (the Describe tab)."""
         action, track_id = getattr(evt, "action", None), str(getattr(evt, "track_id", ""))
         if action == "describe":
             return (gr.Tabs(selected="describe"), *(gr.skip(),) * 5, gr.Dropdown(value=track_id), None,
-                    *self.run_describe(None, track_id, describe_k))
+                    *self.run_describe(None, track_id, describe_k), gr.skip())
         untouched_describe = (gr.skip(),) * 8
+        if session is not None and track_id.isdigit():
+            track = int(track_id)
+            field_name = {"similar": "like", "liked": "liked", "disliked": "disliked"}.get(action)
+            if field_name is not None:
+                session = session.add(field_name, track)
+                return (gr.Tabs(selected="search"), *self.refined(session, k, moments), gr.skip(),
+                        *untouched_describe, session)
+        if action != "similar":
+            return (gr.skip(), gr.Markdown("Search first: the thumbs re-rank a search."), *(gr.skip(),) * 13, gr.skip())
         try:
             results = self.service.similar(int(track_id), int(k), moments=bool(moments))
             snapshot = self.service.snapshot()
@@ -303,7 +382,8 @@ class Page:
             headline = f"{len(results)} tracks that sound like “{html.escape(title)}”."
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             results, headline = [], _message(exc)
-        return (gr.Tabs(selected="search"), *self.answer(results, headline, "similar"), gr.skip(), *untouched_describe)
+        return (gr.Tabs(selected="search"), *self.answer(results, headline, "similar"), gr.skip(), *untouched_describe,
+                gr.skip())
 
     def run_describe(self, audio_path, track_choice, k):
         """(message, tag bars, description bars, similar cards, 3 export buttons) for a clip or a track."""
@@ -331,6 +411,8 @@ class Page:
         lines = [
             f"**Model:** {html.escape(str(s['running_model']))}" + ("" if s["has_tokenizer"] else " (no tokenizer: text search is off)"),
             f"**Library:** `{s['library']}`",
+            f"**Tags:** the {html.escape(s['vocabulary']['name'])} vocabulary ({s['vocabulary']['tags']} tags); "
+            "a tag shows only when it beats 95 % of unrelated texts on the track",
             f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {round(s['audio_hours'], 2)} h",
             f"**Index:** {s['index_type'] or 'none yet'} (generation {s['serving_generation'] or '–'}; "
             f"segments: {s.get('segment_index_type') or '–'})",
@@ -404,6 +486,7 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                         artist = gr.Textbox(label="Artist contains")
                         album = gr.Textbox(label="Album contains")
                         tags = gr.Dropdown(choices=page.tag_choices(), multiselect=True, label="Tags (all of)")
+                        avoid = gr.Textbox(label="But not (descriptions, separated by ;)", elem_id="avoid")
                     with gr.Row():
                         year_min = gr.Number(label="Year from", precision=0)
                         year_max = gr.Number(label="Year to", precision=0)
@@ -442,14 +525,15 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                                       interactive=False, elem_id="library-errors")
                 refresh = gr.Button("Refresh", size="sm")
 
-        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags]
+        session = gr.State(None)  # the search that "More like this" and the thumbs refine
+        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags, avoid]
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
-            trigger(page.run_search, search_inputs, search_outputs, api_visibility="private")
+            trigger(page.run_search, search_inputs, [*search_outputs, session], api_visibility="private")
         describe_outputs = [describe_message, tag_bars, description_bars, similar, *describe_exports]
         for cards in (results, similar):
-            cards.click(page.run_card_action, [k, moments, describe_k],
-                        [tabs, *search_outputs, track, clip, *describe_outputs], api_visibility="private")
+            cards.click(page.run_card_action, [k, moments, describe_k, session],
+                        [tabs, *search_outputs, track, clip, *describe_outputs, session], api_visibility="private")
         describe_button.click(page.run_describe, [clip, track, describe_k], describe_outputs, api_visibility="private")
         # one source at a time: a new clip unselects the library track, picking a track removes the clip
         for clip_event in (clip.upload, clip.stop_recording):
@@ -476,10 +560,17 @@ def _api_endpoints(service: SearchService) -> None:
 
         return call
 
-    def search(query: str, k: float = 10, moments: bool = False, filters: str = "") -> list[dict]:
-        """Tracks matching a description; filters like "artist=Bach; year=1990..1999; tag=piano"."""
+    def search(query: str, k: float = 10, moments: bool = False, filters: str = "", like: str = "",
+               avoid: str = "", liked: str = "", disliked: str = "", weights: str = "") -> dict:
+        """{"verdict": strong|weak|none, "results": [...]}: tracks matching a description, each with its
+        calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano". Composed: like =
+        library track ids ("42, 7"), avoid = descriptions ("sad; drums"); feedback: liked / disliked track
+        ids (Rocchio); weights like "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
         parsed = Filters.parse(f for f in (filters or "").split(";") if f.strip())
-        return [r.to_dict() for r in service.search(query, int(k), filters=parsed, moments=bool(moments))]
+        return answer_dict(service.search(
+            query, int(k), filters=parsed, moments=bool(moments), like=_ids(like, "like"),
+            avoid=[t.strip() for t in (avoid or "").split(";") if t.strip()], liked=_ids(liked, "liked"),
+            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights)))
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
         """Library tracks that sound like an uploaded clip or a library track id (never itself)."""
@@ -490,14 +581,24 @@ def _api_endpoints(service: SearchService) -> None:
         return service.describe(_api_source(audio, track_id), int(k), similar_k=int(k)).to_dict()
 
     with gr.Group(visible=False):
+        like, avoid, liked, disliked, weights = (gr.Textbox(value="") for _ in range(5))
         text, number = gr.Textbox(), gr.Number(value=10)
         flag, filter_text = gr.Checkbox(value=False), gr.Textbox(value="")
         audio, track_id = gr.File(file_types=["audio"], type="filepath"), gr.Textbox(value="")
         out, out_dict = gr.JSON(label="results"), gr.JSON(label="description")
         button = gr.Button()
-    button.click(guarded(search), [text, number, flag, filter_text], out, api_name="search")
+    button.click(guarded(search), [text, number, flag, filter_text, like, avoid, liked, disliked, weights], out,
+                 api_name="search")
     button.click(guarded(similar), [audio, track_id, number], out, api_name="similar")
     button.click(guarded(describe), [audio, track_id, number], out_dict, api_name="describe")
+
+
+def _ids(text: str, name: str) -> list[int]:
+    """Track ids from "42, 7" (commas or spaces); SearchError naming the parameter otherwise."""
+    parts = [p for p in str(text or "").replace(",", " ").split() if p]
+    if not all(p.isdigit() for p in parts):
+        raise SearchError(f"{name}: give library track ids (whole numbers), got {text!r}")
+    return [int(p) for p in parts]
 
 
 def _api_source(audio: str | None, track_id: str) -> int | str:

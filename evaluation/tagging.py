@@ -120,3 +120,18 @@ def evaluate_tagging(scores: np.ndarray, truth: np.ndarray, vocabulary: list[str
     results, per_tag, chance = tagging_metrics(scores, truth, vocabulary, n_bootstrap=n_bootstrap, seed=seed)
     scored = sum(1 for v in per_tag.values() if v["roc_auc"] is not None)
     return {"macro": results}, per_tag, {"macro": chance}, {"macro": {"clips": int(len(truth)), "tags": len(vocabulary), "tags_scored": scored}}
+
+
+def shown_precision(shown: np.ndarray, truth: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Precision of the tags a tagger shows ((clips, tags) booleans): of all shown (clip, tag) pairs, the share
+    that are true, bootstrapped over clips; with the mean number shown per clip."""
+    from evaluation.metrics import bootstrap_interval
+
+    shown, truth = np.asarray(shown, bool), np.asarray(truth, bool)
+
+    def statistic(rows: np.ndarray) -> float:
+        n = shown[rows].sum()
+        return float((shown[rows] & truth[rows]).sum() / n) if n else float("nan")
+
+    return {"precision": bootstrap_interval(statistic, len(shown), n_bootstrap=n_bootstrap, seed=seed),
+            "shown_per_clip": float(shown.sum(axis=1).mean()) if len(shown) else 0.0}

@@ -204,6 +204,9 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"library:   {status['library']}")
         print(f"tracks:    {status['tracks']} ({status['audio_hours']:.2f} h of audio), segments: {status['segments']}")
         print(f"model:     {status['model'] or '(none yet)'}")
+        if status["vocabulary"]:
+            v = status["vocabulary"]
+            print(f"tags:      the {v['name']} vocabulary ({v['tags']} tags, {v['path']})")
         if status["fingerprint"]:
             print("           " + ", ".join(f"{k}={v}" for k, v in status["fingerprint"].items()))
         print(f"index:     {status['index_type']} (tracks), {status['segment_index_type']} (segments), "

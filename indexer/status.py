@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from indexer import ann
+from indexer.autotag import vocabulary_info
 from indexer.catalog import IndexRun
 from indexer.domain import DomainReport, check_library, declared_domain
 
@@ -52,6 +53,7 @@ def library_status(library, *, check_index: bool = True, domain: DomainReport | 
         "error_list": errors,
         "model": model,
         "domain": domain and domain.to_dict(),
+        "vocabulary": vocabulary_info(model) if model else None,  # what its auto-tags are drawn from
         "fingerprint": catalog.fingerprint,
         "index_type": index_type,
         "segment_index_type": catalog.get_meta("segment_index_type"),

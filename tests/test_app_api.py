@@ -8,6 +8,7 @@ import shutil
 import pytest
 from gradio_client import Client, handle_file
 
+from app.search import answer_verdict
 from benchmarks.audio_files import write_audio
 
 
@@ -25,12 +26,15 @@ def test_api_lists_exactly_the_three_public_endpoints(client):
 
 def test_search_endpoint_matches_the_service(client, app_server):
     service = app_server[1]
-    got = client.predict(query="slow sad piano", k=3, moments=True, api_name="/search")
-    json.dumps(got)  # JSON-serialisable as is
-    expected = [r.to_dict() for r in service.search("slow sad piano", 3, moments=True)]
-    assert [r["track_id"] for r in got] == [r["track_id"] for r in expected]
-    assert {"track_id", "path", "title", "artist", "score", "tags", "start", "end"} <= got[0].keys()
-    filtered = client.predict("slow sad piano", 10, False, "artist=bob; year=2000..2009", api_name="/search")
+    answer = client.predict(query="slow sad piano", k=3, moments=True, api_name="/search")
+    json.dumps(answer)  # JSON-serialisable as is
+    expected = service.search("slow sad piano", 3, moments=True)
+    assert answer["verdict"] == answer_verdict(expected)
+    got = answer["results"]
+    assert [r["track_id"] for r in got] == [r.track_id for r in expected]
+    assert {"track_id", "path", "title", "artist", "score", "confidence", "tags", "start", "end"} <= got[0].keys()
+    assert [r["confidence"] for r in got] == [round(r.confidence, 4) for r in expected]
+    filtered = client.predict("slow sad piano", 10, False, "artist=bob; year=2000..2009", api_name="/search")["results"]
     assert filtered and all(r["artist"] == "Bob" and 2000 <= r["year"] <= 2009 for r in filtered)
 
 

@@ -40,9 +40,12 @@ def test_search_json_and_playlist(cli_library, capsys, tmp_path):
     code, out, err = run(capsys, "search", "slow sad piano", "-k", "3", "--moments", "--json", "--m3u", str(playlist),
                          *options)
     assert code == 0, err
-    results = json.loads(out)
+    answer = json.loads(out)
+    assert answer["verdict"] in ("strong", "weak", "none")
+    results = answer["results"]
     assert len(results) == 3
-    assert {"track_id", "path", "title", "artist", "score", "tags", "start", "end"} <= results[0].keys()
+    assert {"track_id", "path", "title", "artist", "score", "confidence", "tags", "start", "end"} <= results[0].keys()
+    assert all(0.0 <= r["confidence"] <= 1.0 for r in results)
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     lines = playlist.read_text().splitlines()
     assert lines[0] == "#EXTM3U" and [x for x in lines if not x.startswith("#")] == [r["path"] for r in results]
@@ -52,9 +55,9 @@ def test_search_json_and_playlist(cli_library, capsys, tmp_path):
 def test_search_filters_and_text_output(cli_library, capsys):
     options, _ = cli_library
     code, out, _ = run(capsys, "search", "piano", "--filter", "artist=cleo", "--filter", "year=2000..", "--json", *options)
-    assert code == 0 and {r["artist"] for r in json.loads(out)} == {"Cleo"}
+    assert code == 0 and {r["artist"] for r in json.loads(out)["results"]} == {"Cleo"}
     code, out, _ = run(capsys, "search", "piano", "-k", "2", *options)
-    assert code == 0 and "  1." in out and "  2." in out
+    assert code == 0 and "  1." in out and "  2." in out and "Verdict:" in out
     code, _, err = run(capsys, "search", "piano", "--filter", "mood=sad", *options)
     assert code == 2 and err.startswith("muqsearch search: filter 'mood=sad': unknown key")
 
@@ -135,7 +138,7 @@ def test_no_match_exits_1_and_names_the_filter_that_excludes_everything(cli_libr
     assert "no track has artist=nobody" in err
     code, out, err = run(capsys, "search", "piano", "--filter", "artist=cleo", "--filter", "album=first", "--json",
                          *options)  # each matches some tracks, together none
-    assert code == 1 and json.loads(out) == []
+    assert code == 1 and json.loads(out) == {"verdict": "none", "results": []}
     assert "artist=cleo, album=first together" in err
     code, out, err = run(capsys, "search", "piano", "--filter", "year=1900..1950", *options)
     assert code == 1 and "no track is from 1900..1950" in err

@@ -134,21 +134,20 @@ def test_describe_scores_vocabulary_and_user_collections(service, app_library, t
     assert service.describe(app_library.paths[0], k=5).descriptions == []
 
 
-def test_query_cache_makes_repeats_skip_the_model(service):
+def test_query_cache_makes_repeats_skip_the_model(service, monkeypatch):
+    import app.search
+
     service.query_cache.clear()
     calls = []
-    real = service.model.embed_text
+    real = app.search.embed_texts
 
-    def counting(texts):
+    def counting(model, texts):
         calls.append(list(texts))
-        return real(texts)
+        return real(model, texts)
 
-    service.model.embed_text = counting
-    try:
-        first = service.search("  slow   sad piano ", k=3)
-        again = service.search("slow sad piano", k=3)
-    finally:
-        del service.model.embed_text
+    monkeypatch.setattr(app.search, "embed_texts", counting)
+    first = service.search("  slow   sad piano ", k=3)
+    again = service.search("slow sad piano", k=3)
     assert calls == [["slow sad piano"]]
     assert [r.track_id for r in first] == [r.track_id for r in again]
     assert service.query_cache.hits >= 1

@@ -87,6 +87,13 @@ def test_demo_world_page_finds_slow_music_plays_it_and_shows_every_tab(demo_serv
         assert not page.locator("#domain-warning").is_visible()  # the demo world's own files: no banner
         assert sum(t.startswith("slow minor piano") for t in titles[:3]) >= 2, titles  # what issue 7 asks
         page.screenshot(path=str(shots / "search.png"), full_page=False)
+        page.fill("#query textarea", "a podcast interview about politics")  # nothing like it in the world
+        page.click("#search-button")
+        page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('No good match')")
+        page.fill("#query textarea", "slow sad piano")
+        page.click("#search-button")
+        page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('tracks for')")
+        assert "No good match" not in page.inner_text("#search-message")
         page.locator("#results button[data-action=describe]").first.click()
         page.locator("#describe-tags .mq-bar-row").first.wait_for()
         page.screenshot(path=str(shots / "describe.png"), full_page=False)

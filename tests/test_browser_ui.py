@@ -87,16 +87,43 @@ def test_search_shows_cards_with_playable_audio_at_the_moment(page, app_server, 
     page.screenshot(path=str(shots / "search.png"), full_page=True)
 
 
-def test_more_like_this_excludes_the_track(page):
+def test_more_like_this_refines_the_query_and_excludes_the_track(page):
     search(page, "drums")
     first = page.locator("#results .mq-card").first
     track_id = first.get_attribute("data-track-id")
     title = first.locator(".mq-title").inner_text()
     first.locator("button[data-action=similar]").click()
-    page.wait_for_function("document.querySelector('#search-message').innerText.includes('sound like')")
-    assert title in page.inner_text("#search-message")
+    page.wait_for_function("document.querySelector('#search-message').innerText.includes('more like')")
+    message = page.inner_text("#search-message")
+    assert title in message and "“drums”" in message  # the query stays: the track is added to it
     ids = page.locator("#results .mq-card").evaluate_all("cards => cards.map(c => c.dataset.trackId)")
     assert ids and track_id not in ids
+
+
+def test_but_not_subtracts_a_description(page, app_server):
+    page.click("text=Options and filters")
+    page.get_by_label("But not (descriptions, separated by ;)").fill("drums")
+    search(page, "bright strings", expect="not “drums”")
+    ids = page.locator("#results .mq-card").evaluate_all("cards => cards.map(c => c.dataset.trackId)")
+    assert ids == [str(r.track_id) for r in app_server[1].search("bright strings", 10, avoid=["drums"])]
+
+
+def test_thumbs_re_rank_the_current_search(page, app_server):
+    search(page, "bright strings")
+    cards = page.locator("#results .mq-card")
+    disliked = cards.first.get_attribute("data-track-id")
+    cards.first.locator("button[data-action=disliked]").click()
+    page.wait_for_function("document.querySelector('#search-message').innerText.includes('1 disliked')")
+    ids = page.locator("#results .mq-card").evaluate_all("cards => cards.map(c => c.dataset.trackId)")
+    assert ids and disliked not in ids
+    last = page.locator("#results .mq-card").last
+    liked = last.get_attribute("data-track-id")
+    last.locator("button[data-action=liked]").click()
+    page.wait_for_function("document.querySelector('#search-message').innerText.includes('1 liked')")
+    ids_after = page.locator("#results .mq-card").evaluate_all("cards => cards.map(c => c.dataset.trackId)")
+    expected = app_server[1].search("bright strings", 10, liked=[int(liked)], disliked=[int(disliked)])
+    assert ids_after == [str(r.track_id) for r in expected]  # the service's Rocchio re-ranking, on the page
+    assert "“bright strings”" in page.inner_text("#search-message")
 
 
 def test_export_m3u_downloads_the_result_list(page):
@@ -237,8 +264,8 @@ def test_card_buttons_move_between_tabs(page):
     assert title in page.inner_text("#describe-message")
     similar = page.locator("#describe-similar .mq-card").first
     similar_title = similar.locator(".mq-title").inner_text()
-    similar.locator("button[data-action=similar]").click()  # back on the Search tab, tracks like that one
-    page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('sound like')")
+    similar.locator("button[data-action=similar]").click()  # back on the Search tab: "strings", more like it
+    page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('more like')")
     assert similar_title in page.inner_text("#search-message")
     assert page.locator("#results .mq-card").first.is_visible()
 

@@ -3,10 +3,14 @@ clone answers its first query in seconds instead of minutes.
 
     python -m data.demo.build_library            # rewrites data/demo/prebuilt/ (after retraining the
                                                  # demo model or re-rendering the clips)
+    python -m data.demo.build_library --refresh  # recomputes only what derives from the stored vectors
+                                                 # (auto-tags, the confidence calibration's text banks):
+                                                 # after a vocabulary or calibration change, no audio embedded
 
 indexes the demo clips with the demo model through the ordinary indexer (``indexer.pipeline.Indexer``,
-auto-tags included, one decoder so tracks are stored in file order) and writes two files that hold no
-trace of the machine that built them:
+auto-tags included, one decoder so tracks are stored in file order), embeds the confidence calibration's
+text banks (``indexer.calibration.null_bank``) and writes two files that hold no trace of the machine that
+built them:
 
     prebuilt/catalog.sqlite   the catalog: track paths relative to the clips' folder, file mtimes 0,
                               fixed timestamps, no run history, no vector index generation (FAISS
@@ -24,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -32,6 +37,8 @@ from contextlib import closing
 from pathlib import Path
 
 import data.demo
+from indexer.autotag import retag
+from indexer.calibration import null_bank
 
 CATALOG = "catalog.sqlite"
 MANIFEST = "manifest.json"
@@ -76,16 +83,12 @@ def build(out_dir: Path, music_dir: Path, model_dir: Path, *, progress: bool = T
         with Library.open(Path(tmp) / "library", create=True) as library:
             summary = Indexer(library, model, "data/demo/model",
                               IndexOptions(workers=1, progress=progress)).run([music_dir])
+            null_bank(model, library.catalog)
         if summary.failed:
             raise RuntimeError(f"{summary.failed} demo clips failed to index: {summary.errors[:3]}")
         catalog = Path(tmp) / "library" / CATALOG
         _make_portable(catalog, music_dir, model.fingerprint())
-        staged = out_dir / f".{CATALOG}.tmp"
-        staged.unlink(missing_ok=True)
-        with closing(sqlite3.connect(catalog)) as db:
-            db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            db.execute("VACUUM INTO ?", (str(staged),))
-        os.replace(staged, out_dir / CATALOG)
+        _write_compact(catalog, out_dir)
     fingerprint = dict(model.fingerprint(), model_id="data/demo/model")
     manifest = {
         "built_by": "python -m data.demo.build_library",
@@ -95,6 +98,38 @@ def build(out_dir: Path, music_dir: Path, model_dir: Path, *, progress: bool = T
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return manifest
+
+
+def refresh(out_dir: Path, model_dir: Path) -> None:
+    """Recompute, in the prebuilt catalog, what derives from its stored vectors and the model's texts:
+    every track's auto-tags (``indexer.autotag``) and the calibration banks. No audio is decoded."""
+    from indexer.autotag import AutoTagger
+    from indexer.catalog import Catalog
+    from muq_model import MuQMuLan
+
+    model = MuQMuLan.from_pretrained(model_dir).eval()
+    with tempfile.TemporaryDirectory(prefix="muqsearch-prebuilt-") as tmp:
+        catalog_path = Path(tmp) / CATALOG
+        shutil.copyfile(out_dir / CATALOG, catalog_path)
+        with Catalog(catalog_path, create=False) as catalog:
+            tagger = AutoTagger.for_model(model, catalog)
+            retag(catalog, tagger)
+            null_bank(model, catalog)
+        with closing(sqlite3.connect(catalog_path)) as db:
+            with db:
+                db.execute("UPDATE text_collections SET created = ?", (FIXED_TIME,))
+            db.execute("PRAGMA journal_mode=DELETE")  # opening it set WAL; the shipped file has none
+        _write_compact(catalog_path, out_dir)
+
+
+def _write_compact(catalog: Path, out_dir: Path) -> None:
+    """Write ``catalog`` to ``out_dir`` as one compact file (fixed page size, no free pages)."""
+    staged = out_dir / f".{CATALOG}.tmp"
+    staged.unlink(missing_ok=True)
+    with closing(sqlite3.connect(catalog)) as db:
+        db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        db.execute("VACUUM INTO ?", (str(staged),))
+    os.replace(staged, out_dir / CATALOG)
 
 
 def _make_portable(catalog: Path, music_dir: Path, fingerprint: dict) -> None:
@@ -121,8 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="output directory (default: %(default)s)")
     parser.add_argument("--music", type=Path, default=data.demo.DEMO_AUDIO_DIR, help="the clips (default: %(default)s)")
     parser.add_argument("--model", type=Path, default=data.demo.DEMO_MODEL_DIR, help="the model (default: %(default)s)")
+    parser.add_argument("--refresh", action="store_true",
+                        help="only recompute auto-tags and calibration banks from the stored vectors")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.refresh:
+        refresh(args.out, args.model)
+        print(f"refreshed {args.out / CATALOG} in {time.monotonic() - started:.0f} s")
+        return 0
     manifest = build(args.out, args.music, args.model)
     size = sum((args.out / name).stat().st_size for name in (CATALOG, MANIFEST)) / 1e6
     print(f"wrote {args.out} ({manifest['tracks']} tracks, {size:.1f} MB) in {time.monotonic() - started:.0f} s")
