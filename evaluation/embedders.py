@@ -88,7 +88,8 @@ def pick_layer(vector: np.ndarray, layer: int | None) -> np.ndarray:
     return vector[layer]
 
 
-def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states: bool, device: str | None):
+def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states: bool, device: str | None,
+                  precision: str | None = None):
     """(embedder, the MuQ-MuLan model or None): the mel baseline, a model's hidden states, or its audio vector."""
     if baseline == "mel":
         return MelStatistics(), None
@@ -97,5 +98,5 @@ def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states
     from muq_model import MuQMuLan
     from muq_model.runtime import select_device
 
-    model = MuQMuLan.from_pretrained(model_name, device=select_device(device)).eval()
+    model = MuQMuLan.from_pretrained(model_name, device=select_device(device), precision=precision).eval()
     return (HiddenStates.of_mulan(model) if hidden_states else model), model

@@ -17,6 +17,7 @@ from torch import nn
 
 from muq_model.contrastive import ContrastiveLoss
 from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
+from muq_model.runtime import precision_context
 from muq_model.training.batches import BatchSampler
 from muq_model.training.data import DataError, TrainItem
 from muq_model.training.features import prepare_features
@@ -69,6 +70,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
     seed: int = 0
+    precision: str = "fp32"  # forward numerics (muq_model.runtime): fp32, tf32 (CUDA) or bf16 (mixed precision)
 
 
 def learning_rate(step: int, config: TrainConfig, elapsed_seconds: float = 0.0) -> float:
@@ -171,7 +173,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, config, time.monotonic() - started)
             mel, texts = sampler.next_batch(rank, world)
-            value = runner(mel, texts)
+            with precision_context(config.precision, model.device):  # the forward only; weights stay fp32
+                value = runner(mel, texts)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
