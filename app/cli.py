@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from indexer.layout import LIBRARY_ENV
+from muq_model.identity import PRECISION_VECTOR_SPACES
 
 MODEL_ENV = "MUQSEARCH_MODEL"
 CATALOG_ENV = "MUQSEARCH_CATALOG"  # = indexer.catalog.CATALOG_ENV, which Library.open reads
@@ -100,6 +101,13 @@ def add_global_options(parser: argparse.ArgumentParser, *, top_level: bool) -> N
         help="where the model runs (default: auto = CUDA when available)",
     )
     group.add_argument(
+        "--precision",
+        choices=tuple(PRECISION_VECTOR_SPACES),
+        default=default(None),
+        help="the model's numerics: fp32, tf32 (CUDA), bf16 or int8 (CPU); default: the precision the library "
+        "was indexed in, else fp32 on CPU and tf32 on CUDA (README \"Precision modes\")",
+    )
+    group.add_argument(
         "--json", action="store_true", default=default(False), help="machine-readable JSON output"
     )
 
@@ -121,8 +129,14 @@ def main(argv: list[str] | None = None) -> int:
             print("muqsearch status: the demo library is not indexed yet: `muqsearch serve` or `muqsearch demo` "
                   f"indexes it into {args.library} on first start", file=sys.stderr)
             return 2
-    from muq_model.runtime import configure_threads
+    from muq_model.runtime import check_precision, configure_threads, select_device
 
+    if args.precision is not None:  # a mode this device cannot run fails before any model loads
+        try:
+            check_precision(args.precision, select_device(args.device))
+        except (ValueError, RuntimeError) as exc:
+            print(f"muqsearch {command.name}: {exc}", file=sys.stderr)
+            return 2
     configure_threads()
     with catalog_env(args.catalog):
         return int(getattr(command.load(), f"run_{command.name}")(args) or 0)

@@ -31,11 +31,14 @@ def _open_service(args, *, index: bool = False):
     from app import choose
     from app.search import SearchService, ServiceLimits
     from muq_model import MuQMuLan
-    from muq_model.runtime import select_device
+    from muq_model.identity import made_in_precision
+    from muq_model.runtime import resolve_precision, select_device
 
     setup = choose.resolve(args.library, args.model)
     setup = dataclasses.replace(setup, model=canonical_model_name(setup.model))
-    model = MuQMuLan.from_pretrained(setup.model, device=select_device(args.device)).eval()
+    device, stored = select_device(args.device), choose.library_fingerprint(setup.library_dir)
+    precision = resolve_precision(args.precision, device, stored and made_in_precision(stored))
+    model = MuQMuLan.from_pretrained(setup.model, device=device, precision=precision).eval()
     if index:
         choose.index_if_needed(setup, model, setup.model)
     limits = ServiceLimits()

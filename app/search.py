@@ -37,7 +37,7 @@ from indexer.calibration import Calibration, NullBank, embed_texts, null_bank, v
 from indexer.catalog import VOCABULARY_COLLECTION
 from indexer.layout import has_catalog
 from indexer.vectors import Library, LibraryError, VectorIndexes
-from muq_model.identity import same_vectors
+from muq_model.identity import precision_conflict, same_vectors
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,8 @@ class SearchService:
                 return False
             if not same_vectors(snapshot.indexes.fingerprint, self._fingerprint):
                 self._refused_generation = snapshot.generation
-                self._problem = (
+                conflict = precision_conflict(snapshot.indexes.fingerprint, self.model.precision)
+                self._problem = conflict or (
                     f"This library was indexed with model {self.library.catalog.get_meta('model_name')!r}, "
                     f"but the running model is {self.model_name or self._fingerprint.get('model_id')!r}; "
                     "vectors of different models cannot be compared. Start with the library's model "

@@ -76,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
     from evaluation.metrics import evaluate_embeddings
     from indexer.audio import load_audio
     from muq_model.model import MuQMuLan
-    from muq_model.runtime import select_device
+    from muq_model.runtime import resolve_precision, select_device
     from muq_model.training import DataError, TrainConfig, initial_model, read_pairs, summarize, train
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -86,6 +86,11 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         if bool(args.group_by) != bool(args.group_size):
             print("muqsearch train: --group-by and --group-size go together", file=sys.stderr)
+            return 2
+        precision = resolve_precision(args.precision, select_device(args.device))
+        if precision == "int8":
+            print("muqsearch train: precision int8 is for inference only (it quantises the audio tower); train in "
+                  "fp32, tf32 (CUDA) or bf16", file=sys.stderr)
             return 2
         items = [item for path in args.data for item in read_pairs(path, args.split, args.group_by)]
         eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
@@ -101,9 +106,9 @@ def run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,
             train_audio=not args.freeze_audio, train_stem=not args.freeze_stem, train_text=not args.freeze_text,
-            train_text_encoder=args.train_text_encoder, eval_every=args.eval_every,
+            train_text_encoder=args.train_text_encoder, eval_every=args.eval_every, precision=precision,
         )
-        model.to(select_device(args.device))
+        model.to(select_device(args.device)).set_precision(precision)
         result = train(
             model, items, args.out, config,
             lambda path: load_audio(path, sample_rate=model.sample_rate),

@@ -7,9 +7,11 @@ start) asked "slow sad piano" through gradio_client the moment it prints its add
 - warm: a later start (the demo library exists; the indexer only checks it);
 - cold, indexing: the baseline, the first start without the prebuilt library (every clip indexed), over
   the first ``--baseline-clips`` clips (default all 720: minutes).
+- with ``--against DIR`` (another checkout, e.g. ``git worktree add DIR main``): its cold and warm starts,
+  alternated with ours start by start (ABBA), so that a busy machine slows both alike.
 
 Ratios are baseline over prebuilt medians of the same run. On a shared machine the spread is wide: the
-JSON keeps every start.
+JSON keeps every start, and the CPU seconds of each serve process, which move far less with the load.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from benchmarks.harness import Report, median
 
 QUERY = "slow sad piano"
+ROOT = Path(__file__).resolve().parent.parent  # this checkout
 # Runs the real CLI; the baseline first points the demo world at a folder of clips and no prebuilt library.
 LAUNCHER = """
 import sys
@@ -49,6 +52,8 @@ def add_arguments(parser) -> None:
                         help="clips the baseline indexes (default 720, the whole demo library)")
     parser.add_argument("--port", type=int, default=7871, help="first port tried")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up on a start after this long")
+    parser.add_argument("--against", metavar="DIR", default=None,
+                        help="another checkout whose starts alternate with ours (same venv, same demo world)")
 
 
 def run(args) -> Report:
@@ -56,14 +61,23 @@ def run(args) -> Report:
 
     report = Report("firststart", ["arm", "start", "seconds to first answer", "serve CPU seconds", "results"])
     times: dict[str, list[float]] = {"cold, prebuilt": [], "warm": [], "cold, indexing": []}
+    cpu_seconds: dict[str, list[float]] = {}
+    checkouts = {"": ROOT}
+    if args.against:
+        checkouts["against: "] = Path(args.against).resolve()
+        if not (checkouts["against: "] / "app" / "cli.py").is_file():
+            raise SystemExit(f"--against {args.against}: not a MuQ Search checkout (no app/cli.py)")
     with tempfile.TemporaryDirectory(prefix="muqsearch-firststart-") as tmp:
         tmp = Path(tmp)
         for n in range(args.repeats):
-            home = tmp / f"home-{n}"
-            for arm in ("cold, prebuilt", "warm"):
-                seconds, cpu, hits = first_answer(home, "", args.port, args.timeout)
-                times[arm].append(seconds)
-                report.add_row(arm, n + 1, seconds, cpu, hits)
+            order = list(checkouts.items())
+            for label, root in order if n % 2 == 0 else order[::-1]:
+                home = tmp / f"{'against-' if label else ''}home-{n}"
+                for arm in (f"{label}cold, prebuilt", f"{label}warm"):
+                    seconds, cpu, hits = first_answer(home, "", args.port, args.timeout, root)
+                    times.setdefault(arm, []).append(seconds)
+                    cpu_seconds.setdefault(arm, []).append(cpu)
+                    report.add_row(arm, n + 1, seconds, cpu, hits)
         clips = tmp / "baseline-clips"
         clips.mkdir()
         for path in sorted(Path(data.demo.DEMO_AUDIO_DIR).glob("*.opus"))[: args.baseline_clips]:
@@ -77,12 +91,20 @@ def run(args) -> Report:
     medians = {arm: median(values) for arm, values in times.items() if values}
     report.figures = {
         "medians_s": medians,
+        "cpu_medians_s": {arm: median(values) for arm, values in cpu_seconds.items()},
         "spread_s": {arm: [min(v), max(v)] for arm, v in times.items() if v},
         "stdev_s": {arm: statistics.stdev(v) for arm, v in times.items() if len(v) > 1},
         "baseline_clips": baseline_clips,
     }
     if "cold, indexing" in medians and "cold, prebuilt" in medians:
         report.figures["baseline_over_prebuilt"] = medians["cold, indexing"] / medians["cold, prebuilt"]
+    if args.against:
+        for arm in ("cold, prebuilt", "warm"):
+            theirs, ours = f"against: {arm}", arm
+            report.figures[f"against_over_ours, {arm}"] = medians[theirs] / medians[ours]
+            report.notes.append(f"{arm}: {args.against} / this checkout: {medians[theirs] / medians[ours]:.2f}x "
+                                f"wall ({report.figures['cpu_medians_s'][theirs] / report.figures['cpu_medians_s'][ours]:.2f}x "
+                                "CPU seconds), medians")
     if "baseline_over_prebuilt" in report.figures:
         report.notes.append(f"cold start with indexing ({report.figures['baseline_clips']} clips) / cold start "
                             f"with the prebuilt library: {report.figures['baseline_over_prebuilt']:.1f}x (medians)")
@@ -91,20 +113,21 @@ def run(args) -> Report:
     return report
 
 
-def first_answer(home: Path, music: str, port: int, timeout: float) -> tuple[float, float, int]:
+def first_answer(home: Path, music: str, port: int, timeout: float, root: Path | None = None) -> tuple[float, float, int]:
     """(seconds from process start to the first search's answer, CPU seconds of the serve process and its
-    children until it stopped, number of results) for one `serve`. The CPU seconds barely move with the
-    machine's load, the wall-clock seconds do."""
+    children until it stopped, number of results) for one `serve` of the checkout at `root` (default:
+    this one). The CPU seconds barely move with the machine's load, the wall-clock seconds do."""
     from gradio_client import Client
 
-    env = dict(os.environ, XDG_DATA_HOME=str(home), PYTHONUNBUFFERED="1")
+    root = root or ROOT
+    env = dict(os.environ, XDG_DATA_HOME=str(home), PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
     env.pop("MUQSEARCH_LIBRARY", None)
     env.pop("MUQSEARCH_MODEL", None)
     cpu_before = _children_cpu()
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", LAUNCHER, music, str(port)], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd=Path(__file__).resolve().parent.parent)
+                               cwd=root)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
     try:

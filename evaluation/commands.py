@@ -76,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print("muqsearch eval: name the model to evaluate with --model NAME_OR_PATH (or $MUQSEARCH_MODEL)",
               file=sys.stderr)
         return 2
-    model = MuQMuLan.from_pretrained(model_name, device=select_device(args.device)).eval()
+    model = MuQMuLan.from_pretrained(model_name, device=select_device(args.device), precision=args.precision).eval()
     fingerprint = model.fingerprint()
     cache = None if args.no_cache else EmbeddingCache(Path(args.cache_dir) if args.cache_dir else default_cache_dir(), fingerprint)
     try:

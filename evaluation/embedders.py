@@ -108,7 +108,8 @@ def is_standalone_muq(model_name: str) -> bool:
         return False
 
 
-def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states: bool, device: str | None):
+def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states: bool, device: str | None,
+                  precision: str | None = None):
     """(embedder, the MuQ-MuLan model or None): the mel baseline, a model's hidden states, or its audio vector."""
     if baseline == "mel":
         return MelStatistics(), None
@@ -123,5 +124,5 @@ def load_embedder(model_name: str | None, *, baseline: str | None, hidden_states
         from muq_model import MuQ
 
         return HiddenStates.of_muq(MuQ.from_pretrained(model_name, device=select_device(device)).eval(), model_name), None
-    model = MuQMuLan.from_pretrained(model_name, device=select_device(device)).eval()
+    model = MuQMuLan.from_pretrained(model_name, device=select_device(device), precision=precision).eval()
     return (HiddenStates.of_mulan(model) if hidden_states else model), model

@@ -182,7 +182,8 @@ def run_representation(args: argparse.Namespace, model_name: str | None) -> int:
     root = Path(args.audio_root) if args.audio_root else path.parent
     hidden = args.layer is not None or (task == "probe" and args.baseline is None)
     try:
-        embedder, model = load_embedder(model_name, baseline=args.baseline, hidden_states=hidden, device=args.device)
+        embedder, model = load_embedder(model_name, baseline=args.baseline, hidden_states=hidden, device=args.device,
+                                        precision=args.precision)
         if task == "abx":
             outcome = run_abx(args, path, root, embedder)
         elif task == "tagging":

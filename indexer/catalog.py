@@ -62,7 +62,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from indexer.layout import CATALOG_ENV as CATALOG_ENV  # defined with the layout, importable here too
 from indexer.layout import catalog_file
-from muq_model.identity import same_vectors
+from muq_model.identity import made_in_precision, precision_conflict, same_vectors
 
 SCHEMA_VERSION = 1
 SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -412,6 +412,9 @@ class Catalog:
             same = stored is not None and same_vectors(json.loads(stored.value), fingerprint)
             if stored is not None and not same:
                 has_vectors = s.scalar(select(Track.id).limit(1)) is not None
+                conflict = precision_conflict(json.loads(stored.value), made_in_precision(fingerprint))
+                if has_vectors and conflict:
+                    raise CatalogError(conflict)
                 if has_vectors:
                     raise CatalogError(
                         f"this library's vectors were made by model {self.get_meta('model_name')!r} "

@@ -113,10 +113,14 @@ def run_index(args: argparse.Namespace) -> int:
         if not name:
             return _fail(f"no model: this library has none recorded yet; {MODEL_HINT}")
         name = canonical_model_name(name)
+        try:
+            precision = _precision(args, library.fingerprint)
+        except ValueError as exc:
+            return _fail(str(exc))
 
         def load_model():
             try:
-                return _load_model(name, args.device)
+                return _load_model(name, args.device, precision)
             except Exception as exc:  # noqa: BLE001 - any loading problem ends the command with its message
                 raise ModelLoadError(f"cannot load model {name!r}: {exc}") from exc
         options = IndexOptions(
@@ -133,7 +137,7 @@ def run_index(args: argparse.Namespace) -> int:
         if args.max_duration:
             options.max_seconds = args.max_duration
         try:
-            engine = _engine(args, name)
+            engine = _engine(args, name, precision)
             summary = Indexer(library, load_model, name, options, engine).run(args.roots)
         except (LibraryError, CatalogError, ModelLoadError) as exc:
             failure = str(exc)
@@ -265,13 +269,13 @@ def _new_entries(directory: Path):
     return remove
 
 
-def _engine(args, model_name: str):
+def _engine(args, model_name: str, precision: str):
     """The engine that decodes and embeds: None for the local one, else a RayEngine."""
     if args.engine == "local":
         return None
     from indexer.ray_engine import RayEngine
 
-    return RayEngine(functools.partial(_load_model, model_name, args.device), address=args.ray_address,
+    return RayEngine(functools.partial(_load_model, model_name, args.device, precision), address=args.ray_address,
                      actors=max(1, args.ray_actors))
 
 
@@ -279,11 +283,25 @@ class ModelLoadError(RuntimeError):
     """The model named by --model (or recorded in the library) cannot be loaded."""
 
 
-def _load_model(name: str, device: str | None):
+def _precision(args, stored: dict | None) -> str:
+    """The precision this run embeds in (see resolve_precision); refused before the model loads when the
+    library's vectors were made in a precision whose vectors may not be mixed with it."""
+    from muq_model.identity import made_in_precision, precision_conflict
+    from muq_model.runtime import resolve_precision, select_device
+
+    precision = resolve_precision(args.precision, select_device(args.device or "auto"),
+                                  stored and made_in_precision(stored))
+    conflict = precision_conflict(stored, precision)
+    if conflict:
+        raise ValueError(conflict)
+    return precision
+
+
+def _load_model(name: str, device: str | None, precision: str):
     from muq_model import MuQMuLan
     from muq_model.runtime import select_device
 
-    return MuQMuLan.from_pretrained(name, device=select_device(device or "auto")).eval()
+    return MuQMuLan.from_pretrained(name, device=select_device(device or "auto"), precision=precision).eval()
 
 
 def _megabytes(n: int) -> str:

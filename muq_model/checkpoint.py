@@ -256,7 +256,7 @@ def load_external_text_encoder(model, config: MuQMuLanConfig) -> None:
     state = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
     state = {k: v for k, v in state.items()
              if not k.startswith("pooler.") and k not in ("embeddings.position_ids", "embeddings.token_type_ids")}
-    result = encoder.load_state_dict(state, strict=False)
+    result = encoder.load_state_dict(state, strict=False, assign=True)  # assign: also fills a meta-device encoder
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"text encoder weights {path} do not match text_model.hf_config: "
@@ -275,34 +275,14 @@ def load_pretrained(cls, name_or_path, *, tokenizer=None, device=None, dtype=Non
     with torch.device("meta"):
         model = cls(config, tokenizer=tok, official_compat=official_compat)
     if external:
-        model.text.model.to_empty(device="cpu")
         load_external_text_encoder(model, config)
     state = map_official_state_dict(model, read_state_dict(weights_file(directory)), skip_text_encoder=external)
     model.load_state_dict(state, strict=not external, assign=True)
-    reset_text_encoder_buffers(model.text.model)
     model.model_id = str(name_or_path)
     model.eval().float()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
-
-
-def reset_text_encoder_buffers(encoder) -> None:
-    """Recreate the transformers encoder's non-persistent buffers (position and token-type ids), which
-    are neither in checkpoints nor initialised when the model is built on the meta device."""
-    persistent = set(encoder.state_dict())
-    for name, buffer in list(encoder.named_buffers()):
-        if name in persistent:
-            continue
-        module_name, _, attr = name.rpartition(".")
-        module = encoder.get_submodule(module_name)
-        if attr == "position_ids":
-            value = torch.arange(buffer.shape[-1]).expand(buffer.shape)
-        elif attr == "token_type_ids":
-            value = torch.zeros(buffer.shape, dtype=torch.long)
-        else:
-            raise CheckpointError(f"text encoder has an unknown non-persistent buffer {name!r}")
-        module.register_buffer(attr, value.clone(), persistent=False)
 
 
 def save_pretrained(model, directory) -> Path:

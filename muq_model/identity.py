@@ -36,13 +36,31 @@ def vector_space(fingerprint: dict) -> str:
     missing = [k for k in VECTOR_SPACE_FIELDS if k not in fingerprint]
     if missing:
         raise ValueError(f"model fingerprint lacks {missing}: {fingerprint}")
-    precision = fingerprint.get("precision", "fp32")
+    precision = made_in_precision(fingerprint)
     if precision not in PRECISION_VECTOR_SPACES:
         raise ValueError(f"model fingerprint has an unknown precision {precision!r}: {fingerprint}")
     key = {k: fingerprint[k] for k in VECTOR_SPACE_FIELDS}
     if PRECISION_VECTOR_SPACES[precision] != "fp32":  # fp32's key stays as it was before precision modes
         key["numerics"] = PRECISION_VECTOR_SPACES[precision]
     return json.dumps(key, sort_keys=True)
+
+
+def made_in_precision(fingerprint: dict) -> str:
+    """The precision mode a fingerprint's vectors were computed in."""
+    return fingerprint.get("precision", "fp32")
+
+
+def precision_conflict(stored: dict | None, precision: str) -> str | None:
+    """Why vectors computed in `precision` may not join a library whose vectors have fingerprint `stored`
+    (None when they may, or when the library has none yet): one sentence naming both precisions."""
+    if stored is None:
+        return None
+    made = made_in_precision(stored)
+    if PRECISION_VECTOR_SPACES.get(made) == PRECISION_VECTOR_SPACES.get(precision):
+        return None
+    return (f"This library's vectors were made in precision {made}, but this model computes in precision "
+            f"{precision}; vectors of different precisions are never mixed: pass --precision {made}, or use "
+            f"another --library for {precision} vectors")
 
 
 def same_vectors(a: dict | None, b: dict | None) -> bool:

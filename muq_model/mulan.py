@@ -8,11 +8,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 
 from muq_model.config import ModalModelConfig, MuLanTransformerConfig, MuQConfig
 from muq_model.muq import MuQModel
+from muq_model.text_encoder import build_text_encoder
 
 
 class LayerNormNoBias(nn.Module):
@@ -144,17 +144,6 @@ class AudioTower(nn.Module):
         return self.transformer(self.proj(hidden)).mean(dim=1)
 
 
-def build_text_encoder(hf_config: dict) -> nn.Module:
-    """A transformers encoder (XLMRobertaModel, BertModel, ...) built from its config, offline, no pooler."""
-    values = dict(hf_config)
-    model_type = values.pop("model_type", None)
-    if not model_type:
-        raise ValueError("text encoder config (text_model.hf_config) needs a 'model_type', e.g. 'xlm-roberta'")
-    config = transformers.AutoConfig.for_model(model_type, **values)
-    encoder_class = transformers.MODEL_MAPPING[type(config)]
-    return encoder_class(config, add_pooling_layer=False)
-
-
 class TextTower(nn.Module):
     """Pretrained text encoder -> proj (Identity when model_dim is null) -> MuLan transformer -> mean.
 
@@ -179,14 +168,14 @@ class TextTower(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, pad_aware: bool) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, W)
+            hidden = self.model(input_ids, attention_mask)  # (B, L, W)
         return self.forward_from_features(hidden, attention_mask.bool() if pad_aware else None)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> the pretrained encoder's last hidden state (B, L, W), without gradients:
         what training caches per caption while the encoder is frozen."""
         with torch.no_grad():
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.model(input_ids, attention_mask)
 
     def forward_from_features(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, L, W) encoder states -> (B, dim): the MuLan part of `forward`; `key_mask` (B, L), True =

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from muq_model.identity import PRECISION_VECTOR_SPACES
+
 THREADS_ENV = "MUQSEARCH_THREADS"
 
 
@@ -85,6 +87,22 @@ def check_precision(precision: str | None, device: torch.device) -> str:
     if precision == "int8" and device.type != "cpu":
         raise ValueError(f"precision int8 runs on CPU only, but the model is on {device}; use bf16 or tf32 there")
     return precision
+
+
+def resolve_precision(requested: str | None, device: torch.device, made_in: str | None = None) -> str:
+    """The precision a command runs in: the one asked for (checked against the device); else the device's
+    default, unless the library's vectors were `made_in` a precision of another vector space that runs
+    here too: that one is kept, so a library indexed with --precision searches and grows without the flag."""
+    device = torch.device(device)
+    if requested is not None:
+        return check_precision(requested, device)
+    default = default_precision(device)
+    if made_in is None or PRECISION_VECTOR_SPACES.get(made_in) == PRECISION_VECTOR_SPACES[default]:
+        return default
+    try:
+        return check_precision(made_in, device)
+    except ValueError:  # e.g. an int8 library on CUDA: the conflict is reported where the vectors meet
+        return default
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,69 @@ def test_status_without_arguments_falls_back_to_the_demo_library(capsys, monkeyp
     assert code == 0, err
     assert json.loads(out)["library"] == str(choose.demo_library_dir())
     assert choose.resolve(None, None).library_dir == choose.demo_library_dir()  # the library search would use
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 18: --precision as a user option
+
+
+@pytest.fixture(scope="module")
+def int8_library(cli_library, tmp_path_factory):
+    """(library options, model dir, music dir): cli_library's music indexed again with --precision int8."""
+    fp32_options, paths = cli_library
+    model_dir = fp32_options[1].replace("library", "model")
+    options = ["--library", str(tmp_path_factory.mktemp("int8") / "library")]
+    music = str(Path(paths[0]).parent)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(["index", music, *options, "--model", model_dir, "--workers", "1", "--precision", "int8"])
+    assert code == 0, err.getvalue()
+    return options, model_dir, music
+
+
+def test_the_precision_flag_reaches_the_model_and_the_library_keeps_it(cli_library, int8_library, capsys):
+    fp32_options, paths = cli_library
+    int8_options, _, _ = int8_library
+    code, out, err = run(capsys, "--json", "status", *int8_options)
+    assert code == 0, err
+    assert json.loads(out)["fingerprint"]["precision"] == "int8"
+    # searching needs no flag: the library's precision is the default; int8 vectors are close to fp32's, not equal
+    scores = {}
+    for options in (fp32_options, int8_options):
+        code, out, err = run(capsys, "search", "slow sad piano", "-k", str(len(paths)), "--json", *options)
+        assert code == 0, err
+        scores[options[1]] = {Path(r["path"]).name: r["score"] for r in json.loads(out)}
+    fp32, int8 = scores.values()
+    assert fp32.keys() == int8.keys() and len(fp32) == len(paths)
+    differences = [abs(fp32[name] - int8[name]) for name in fp32]
+    assert 0 < max(differences) < 0.05
+
+
+def test_a_library_never_mixes_precisions(int8_library, capsys, tmp_path):
+    options, model_dir, music = int8_library
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(next(Path(music).iterdir()), extra / "copy.wav")  # a new file: there would be vectors to add
+    code, _, err = run(capsys, "index", str(extra), *options, "--model", model_dir, "--precision", "fp32")
+    assert code == 2
+    assert "made in precision int8" in err and "computes in precision fp32" in err and "--precision int8" in err
+    code, out, _ = run(capsys, "--json", "status", *options)
+    assert str(extra) not in out  # nothing was added
+    code, _, err = run(capsys, "search", "piano", *options, "--precision", "fp32")
+    assert code == 2 and "made in precision int8" in err and "computes in precision fp32" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "piano", "--device", "cpu", "--precision", "tf32"], "precision tf32 needs a CUDA device"),
+    (["train", "pairs.jsonl", "--out", "out", "--device", "cpu", "--precision", "int8"],
+     "precision int8 is for inference only"),
+])
+def test_a_precision_that_cannot_run_is_a_user_error(cli_library, capsys, argv, message):
+    options, _ = cli_library
+    code, out, err = run(capsys, *options, *argv)
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_an_unknown_precision_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", "piano", "--precision", "fp16"])
+    assert exit_.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from torch import nn
 
 from muq_model.contrastive import ContrastiveLoss
 from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
+from muq_model.runtime import precision_context
 from muq_model.training.batches import BatchSampler
 from muq_model.training.data import DataError, TrainItem
 from muq_model.training.features import prepare_features
@@ -59,6 +60,7 @@ class TrainConfig(Schedule):
     init_temperature: float = 10.0
     max_temperature: float = 100.0
     eval_every: int = 200
+    precision: str = "fp32"  # forward numerics (muq_model.runtime): fp32, tf32 (CUDA) or bf16 (mixed precision)
 
 
 @dataclass
@@ -145,7 +147,8 @@ def train(
         while step < config.steps:
             lr = clock.learning_rate(step)
             mel, texts = sampler.next_batch(rank, world)
-            value = runner(mel, texts)
+            with precision_context(config.precision, model.device):  # the forward only; weights stay fp32
+                value = runner(mel, texts)
             optimize(optimizer, value, lr)
             step += 1
             window.append(mean_over_ranks(value.detach()))
