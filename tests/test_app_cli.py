@@ -197,7 +197,7 @@ def test_the_precision_flag_reaches_the_model_and_the_library_keeps_it(cli_libra
     for options in (fp32_options, int8_options):
         code, out, err = run(capsys, "search", "slow sad piano", "-k", str(len(paths)), "--json", *options)
         assert code == 0, err
-        scores[options[1]] = {Path(r["path"]).name: r["score"] for r in json.loads(out)}
+        scores[options[1]] = {Path(r["path"]).name: r["score"] for r in json.loads(out)["results"]}
     fp32, int8 = scores.values()
     assert fp32.keys() == int8.keys() and len(fp32) == len(paths)
     differences = [abs(fp32[name] - int8[name]) for name in fp32]
