@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
+import urllib.request
 
 import pytest
 from gradio_client import Client, handle_file
@@ -36,6 +38,27 @@ def test_search_endpoint_matches_the_service(client, app_server):
     assert [r["confidence"] for r in got] == [round(r.confidence, 4) for r in expected]
     filtered = client.predict("slow sad piano", 10, False, "artist=bob; year=2000..2009", api_name="/search")["results"]
     assert filtered and all(r["artist"] == "Bob" and 2000 <= r["year"] <= 2009 for r in filtered)
+
+
+def test_search_answers_one_plain_http_post(app_server):
+    """No client library and no queue: POST /gradio_api/run/search answers with the JSON itself."""
+    url, service = app_server
+
+    def post(*data):
+        request = urllib.request.Request(f"{url}/gradio_api/run/search", json.dumps({"data": list(data)}).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, body = post("slow sad piano", 3, False, "", "", "", "", "", "")
+    assert status == 200
+    assert [r["track_id"] for r in body["data"][0]["results"]] == [
+        r.track_id for r in service.search("slow sad piano", 3)]
+    status, body = post("piano", 3, False, "colour=red", "", "", "", "", "")
+    assert status == 500 and "unknown key" in body["error"]
 
 
 def test_similar_endpoint_by_track_id_and_by_upload(client, app_library, tmp_path):
