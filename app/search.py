@@ -33,7 +33,7 @@ from app.cache import LRUCache
 from app.filters import Filters, TrackColumns
 from app.texts import TextBank, TextCollections, TextsUnavailable, require_tokenizer
 from indexer.ann import index_kind
-from indexer.calibration import Calibration, NullBank, embed_texts, null_bank, verdict
+from indexer.calibration import Calibration, embed_texts, null_bank, verdict
 from indexer.catalog import VOCABULARY_COLLECTION
 from indexer.layout import has_catalog
 from indexer.vectors import Library, LibraryError, VectorIndexes
@@ -296,8 +296,7 @@ class SearchService:
         self._domain_report: tuple = (None, None)  # ((domain, generation), DomainReport)
         self._refused_generation: int | None = None
         self.texts = TextCollections(self.model, self._model_lock)
-        self._null_bank: NullBank | None = None
-        self._calibration: tuple[int, Calibration] | None = None  # (generation, its calibration)
+        self._calibration: Calibration | None = None
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
         self.reload()
@@ -420,23 +419,19 @@ class SearchService:
         vector = compose(vector, np.array(references).reshape(-1, len(vector)),
                          np.array(avoided).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
         results = self._search_vector(snapshot, vector, k, filters, moments, exclude=tuple(dict.fromkeys(exclude)))
-        calibration = self.calibration(snapshot)
-        confidences = calibration.confidences(calibration.known(sentence), [r.track_id for r in results],
-                                              [r.score for r in results])
+        calibration = self.calibration()
+        confidences = calibration.confidences(
+            calibration.known(sentence), snapshot.indexes.track_vectors([r.track_id for r in results]),
+            [r.score for r in results])
         return [dataclasses.replace(r, confidence=float(c)) for r, c in zip(results, confidences, strict=True)]
 
-    def calibration(self, snapshot: Snapshot) -> Calibration:
-        """The null distributions of this generation's tracks (the bank embedded once per model and library)."""
-        cached = self._calibration
-        if cached is not None and cached[0] == snapshot.generation:
-            return cached[1]
-        if self._null_bank is None:
+    def calibration(self) -> Calibration:
+        """The null distributions of the running model (its null bank embedded once per model and library)."""
+        if self._calibration is None:
             with self._model_lock:
-                self._null_bank = null_bank(self.model, self.library.catalog if has_catalog(self.library_dir) else None)
-        ids = snapshot.tracks.ids
-        calibration = Calibration.build(ids, snapshot.indexes.track_vectors(ids), self._null_bank)
-        self._calibration = (snapshot.generation, calibration)
-        return calibration
+                bank = null_bank(self.model, self.library.catalog if has_catalog(self.library_dir) else None)
+            self._calibration = Calibration.build(bank)
+        return self._calibration
 
     def no_match_message(self, filters: Filters | None) -> str:
         """What to say when a question found no track: which filters exclude everything, and why."""

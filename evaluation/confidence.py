@@ -47,17 +47,16 @@ def evaluate(model, catalog, queries: list[tuple[str, bool]], *, k: int = 10, n_
     from indexer.catalog import Track, from_blob
 
     with catalog.session() as s:
-        rows = s.execute(select(Track.id, Track.embedding).order_by(Track.id)).all()
-    ids = np.array([r.id for r in rows], np.int64)
-    vectors = np.stack([from_blob(r.embedding) for r in rows]).astype(np.float32)
+        blobs = s.execute(select(Track.embedding).order_by(Track.id)).scalars().all()
+    vectors = np.stack([from_blob(b) for b in blobs]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    calibration = Calibration.build(ids, vectors, null_bank(model, catalog))
+    calibration = Calibration.build(null_bank(model, catalog))
     shared, sentences = embed_texts(model, [q for q, _ in queries])
     best, verdicts = [], []
     for vector, sentence in zip(shared, sentences, strict=True):
         scores = vectors @ vector
         top = np.argsort(-scores, kind="stable")[:k]
-        confidence = float(calibration.confidences(calibration.known(sentence), ids[top], scores[top]).max())
+        confidence = float(calibration.confidences(calibration.known(sentence), vectors[top], scores[top]).max())
         best.append(confidence)
         verdicts.append(verdict(confidence))
     truth = np.array([inside for _, inside in queries], bool)

@@ -108,34 +108,33 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The null distributions for one library generation and one model."""
+    """The null distributions of one model's null bank: nothing per track is stored, a result's per-track
+    null is its vector against the bank's (n_null dot products), so memory does not grow with the library."""
 
-    null_scores: np.ndarray  # (n_tracks, n_null): every null text's score on every track, each row sorted
-    row_of: dict[int, int]  # track id -> row of null_scores
+    null_vectors: np.ndarray  # (n_null, dim) shared-space
     null_sentences: np.ndarray  # (n_null, width)
     known_sentences: np.ndarray  # (n_vocabulary, width)
     null_knownness: np.ndarray  # (n_null,) sorted, each null text scored leave-one-out
 
     @classmethod
-    def build(cls, track_ids, track_vectors, bank: NullBank) -> Calibration:
-        scores = np.sort(np.asarray(track_vectors, np.float32) @ bank.vectors.T, axis=1)
+    def build(cls, bank: NullBank) -> Calibration:
         own = bank.sentences @ bank.sentences.T
         np.fill_diagonal(own, -np.inf)  # leave-one-out: a null text is not its own neighbour
         null_knownness = (bank.sentences @ bank.known_sentences.T).max(1) - own.max(1)
-        return cls(scores, {int(t): i for i, t in enumerate(track_ids)}, bank.sentences, bank.known_sentences,
-                   np.sort(null_knownness))
+        return cls(bank.vectors, bank.sentences, bank.known_sentences, np.sort(null_knownness))
 
     def known(self, sentence: np.ndarray) -> float:
         """Share of null texts less vocabulary-like than this query (its sentence vector)."""
         k = float((self.known_sentences @ sentence).max() - (self.null_sentences @ sentence).max())
         return _share_below(self.null_knownness, k)
 
-    def confidences(self, known: float, track_ids, scores) -> np.ndarray:
-        """confidence in [0, 1] of each (track, score) of one query whose ``known`` is given."""
-        out = np.empty(len(track_ids), np.float64)
-        for i, (t, s) in enumerate(zip(track_ids, scores, strict=True)):
-            out[i] = known * _share_below(self.null_scores[self.row_of[int(t)]], float(s))
-        return out
+    def confidences(self, known: float, track_vectors: np.ndarray, scores) -> np.ndarray:
+        """confidence in [0, 1] of each (track, score) of one query whose ``known`` is given; track_vectors:
+        (n, dim) unit vectors of those tracks."""
+        null_scores = np.sort(np.asarray(track_vectors, np.float32).reshape(len(scores), -1) @ self.null_vectors.T,
+                              axis=1)
+        return np.array([known * _share_below(row, float(s)) for row, s in zip(null_scores, scores, strict=True)],
+                        np.float64)
 
 
 def _share_below(sorted_values: np.ndarray, value: float) -> float:

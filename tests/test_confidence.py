@@ -26,12 +26,12 @@ def test_confidence_is_the_share_of_unrelated_texts_beaten_on_that_track():
     bank = NullBank(_unit(rng.normal(size=(40, 8)).astype(np.float32)),
                     _unit(rng.normal(size=(40, 6)).astype(np.float32)),
                     _unit(rng.normal(size=(3, 6)).astype(np.float32)))
-    cal = Calibration.build([10, 11, 12, 13, 14], tracks, bank)
+    cal = Calibration.build(bank)
     null_on_12 = bank.vectors @ tracks[2]
     score = float(np.sort(null_on_12)[29]) + 1e-6  # beats exactly 30 of the 40 null texts on track 12
-    assert cal.confidences(1.0, [12], [score])[0] == pytest.approx(30 / 40)
-    assert cal.confidences(0.5, [12], [score])[0] == pytest.approx(15 / 40)
-    assert cal.confidences(1.0, [12], [2.0])[0] == 1.0 and cal.confidences(1.0, [12], [-2.0])[0] == 0.0
+    assert cal.confidences(1.0, tracks[[2]], [score])[0] == pytest.approx(30 / 40)
+    assert cal.confidences(0.5, tracks[[2]], [score])[0] == pytest.approx(15 / 40)
+    assert cal.confidences(1.0, tracks[[2]], [2.0])[0] == 1.0 and cal.confidences(1.0, tracks[[2]], [-2.0])[0] == 0.0
     # a vocabulary text is as known as can be; a null text's own twin is not
     assert cal.known(bank.known_sentences[0]) > cal.known(bank.sentences[0])
 
