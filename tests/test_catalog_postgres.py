@@ -96,8 +96,10 @@ def test_search_status_and_describe_answer_from_a_postgresql_catalog_as_from_sql
         np.testing.assert_allclose([x[1:] for x in a], [x[1:] for x in b], atol=1e-5)
 
     search = answers["sqlite", "search"], answers["postgresql", "search"]
-    assert len(search[0]) == 3 and all("start" in r for r in search[0])
-    same(tracks(search[0]), tracks(search[1]))
+    assert len(search[0]["results"]) == 3 and all("start" in r for r in search[0]["results"])
+    same(tracks(search[0]["results"]), tracks(search[1]["results"]))
+    assert search[0]["verdict"] == search[1]["verdict"]  # the null bank is stored in either catalog alike
+    assert [r["confidence"] for r in search[0]["results"]] == [r["confidence"] for r in search[1]["results"]]
     described = answers["sqlite", "describe"], answers["postgresql", "describe"]
     assert len(described[0]["tags"]) == 5 and len(described[0]["similar"]) == 2
     assert [t["text"] for t in described[0]["tags"]] == [t["text"] for t in described[1]["tags"]]
