@@ -9,6 +9,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,41 @@ def percentile(values: list[float], q: float) -> float:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def anonymous_rss_mb() -> float:
+    """This process's anonymous resident memory now (RssAnon, MiB): what it really holds, unlike the pages
+    of memory-mapped files in its RSS, which the kernel drops under pressure. NaN where /proc has no such line."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+class AnonymousPeak:
+    """The largest :func:`anonymous_rss_mb` seen while the block runs, sampled every ``interval`` seconds by
+    a thread (the kernel keeps no peak of it): ``with AnonymousPeak() as peak: ...; peak.mb``."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.mb = interval, anonymous_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.mb = max(self.mb, anonymous_rss_mb())
+
+    def __enter__(self) -> AnonymousPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.mb = max(self.mb, anonymous_rss_mb())
 
 
 def _cpu_model() -> str:

@@ -37,7 +37,7 @@ import faiss
 import numpy as np
 import torch
 
-from benchmarks.harness import RESULTS_DIR, Report, peak_rss_mb, percentile
+from benchmarks.harness import RESULTS_DIR, AnonymousPeak, Report, peak_rss_mb, percentile
 from indexer import ann
 
 CACHE_DIR = RESULTS_DIR / "cache"
@@ -301,50 +301,56 @@ def streamed_rows(report: Report, data: str, n: int, args: argparse.Namespace) -
     if args.no_cache or not (truth_path.exists() and path.with_suffix(ann.VECTORS_SUFFIX).exists()):
         build_streamed(data, n, args, path, queries[: args.recall_queries], filters)
     saved = np.load(truth_path)
-    index = ann.read_index(path)
-    ann.configure_search(index)
-    build_s, build_rss_mb = float(saved["build_s"]), float(saved["build_peak_rss_mb"])
-    ram_bytes = path.stat().st_size / n  # the codes and ids read into RAM
-    disk_bytes = ram_bytes + path.with_suffix(ann.VECTORS_SUFFIX).stat().st_size / n
-    truth, filter_truths = saved["truth"], [saved[f"filter{i}"] for i in range(len(shares))]
+    with AnonymousPeak() as searching:  # the anonymous memory that reading and searching the index need
+        index = ann.read_index(path)
+        ann.configure_search(index)
+        build_s, build_rss_mb = float(saved["build_s"]), float(saved["build_peak_rss_mb"])
+        build_anon_mb = float(saved["build_peak_anon_mb"]) if "build_peak_anon_mb" in saved else float("nan")
+        ram_bytes = path.stat().st_size / n  # the codes and ids read into RAM
+        disk_bytes = ram_bytes + path.with_suffix(ann.VECTORS_SUFFIX).stat().st_size / n
+        truth, filter_truths = saved["truth"], [saved[f"filter{i}"] for i in range(len(shares))]
 
-    wall, found = [], []
-    for q in queries[: args.flat_queries]:
-        start = time.perf_counter()
-        found.append(exact_scan(index.vectors, q)[1])
-        wall.append((time.perf_counter() - start) * 1e3)
-    flat_p50 = percentile(wall, 50) if wall else float("nan")
-    if wall:
-        report.add_row(data, n, "flat", f"exact, streamed from the vectors file ({len(wall)} queries)", 0.0,
-                       disk_bytes - ram_bytes, flat_p50, percentile(wall, 99), float("nan"),
-                       recall_of(np.stack(found), truth[: len(found)]), 1.0)
+        wall, found = [], []
+        for q in queries[: args.flat_queries]:
+            start = time.perf_counter()
+            found.append(exact_scan(index.vectors, q)[1])
+            wall.append((time.perf_counter() - start) * 1e3)
+        flat_p50 = percentile(wall, 50) if wall else float("nan")
+        if wall:
+            report.add_row(data, n, "flat", f"exact, streamed from the vectors file ({len(wall)} queries)", 0.0,
+                           disk_bytes - ram_bytes, flat_p50, percentile(wall, 99), float("nan"),
+                           recall_of(np.stack(found), truth[: len(found)]), 1.0)
+            progress(report)
+        for label, search in settings_for("pq-disk", index, args):
+            p50, p99, cpu_p50, recall = measure(search, queries, truth, repeats=args.queries)
+            report.add_row(data, n, "pq-disk", label, build_s, f"{ram_bytes:.0f} RAM + {disk_bytes - ram_bytes:.0f} disk",
+                           p50, p99, cpu_p50, recall, flat_p50 / p50)
+            progress(report)
+            if "(default)" in label:
+                report.figures["streamed"].append({
+                    "data": data, "n": n, "kind": "pq-disk", "p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu_p50,
+                    "recall@10": recall, "vs_flat": flat_p50 / p50, "build_s": build_s, "build_peak_rss_mb": build_rss_mb,
+                    "ram_bytes_per_vector": ram_bytes, "disk_bytes_per_vector": disk_bytes,
+                    "nprobe": index.base.nprobe, "nlist": index.base.nlist, "load_average": os.getloadavg(),
+                })
+        report.add_row(data, n, "pq-disk", "re-ranked from float16 copies (recall only)", build_s, "-", float("nan"),
+                       float("nan"), float("nan"), recall_of(float16_reranked(index, queries[: len(truth)]), truth), "-")
         progress(report)
-    for label, search in settings_for("pq-disk", index, args):
-        p50, p99, cpu_p50, recall = measure(search, queries, truth, repeats=args.queries)
-        report.add_row(data, n, "pq-disk", label, build_s, f"{ram_bytes:.0f} RAM + {disk_bytes - ram_bytes:.0f} disk",
-                       p50, p99, cpu_p50, recall, flat_p50 / p50)
-        progress(report)
-        if "(default)" in label:
-            report.figures["streamed"].append({
-                "data": data, "n": n, "kind": "pq-disk", "p50_ms": p50, "p99_ms": p99, "cpu_p50_ms": cpu_p50,
-                "recall@10": recall, "vs_flat": flat_p50 / p50, "build_s": build_s, "build_peak_rss_mb": build_rss_mb,
-                "ram_bytes_per_vector": ram_bytes, "disk_bytes_per_vector": disk_bytes,
-                "nprobe": index.base.nprobe, "nlist": index.base.nlist, "load_average": os.getloadavg(),
-            })
-    report.add_row(data, n, "pq-disk", "re-ranked from float16 copies (recall only)", build_s, "-", float("nan"),
-                   float("nan"), float("nan"), recall_of(float16_reranked(index, queries[: len(truth)]), truth), "-")
-    progress(report)
-    for share, allowed, filter_truth in zip(shares, filters, filter_truths, strict=True):
-        p50, p99, cpu_p50, recall = measure(lambda q, allowed=allowed: ann.search(index, q, K, allowed_ids=allowed)[1],
-                                            queries, filter_truth, repeats=args.queries)
-        report.add_row(data, n, "pq-disk", f"filter {share:g} (default breadth)", build_s, "-", p50, p99, cpu_p50,
-                       recall, flat_p50 / p50)
-        progress(report)
+        for share, allowed, filter_truth in zip(shares, filters, filter_truths, strict=True):
+            p50, p99, cpu_p50, recall = measure(lambda q, allowed=allowed: ann.search(index, q, K, allowed_ids=allowed)[1],
+                                                queries, filter_truth, repeats=args.queries)
+            report.add_row(data, n, "pq-disk", f"filter {share:g} (default breadth)", build_s, "-", p50, p99, cpu_p50,
+                           recall, flat_p50 / p50)
+            progress(report)
+    for entry in report.figures["streamed"]:
+        if entry["data"] == data and entry["n"] == n:
+            entry.update(build_peak_anon_mb=build_anon_mb, search_peak_anon_mb=searching.mb)
     report.notes.append(
-        f"{data} {n:,}: pq-disk built in {build_s:.0f} s (peak RSS {build_rss_mb:,.0f} MB while streaming), "
-        f"{ram_bytes:.0f} bytes/vector in RAM, {disk_bytes:.0f} on disk; peak RSS after the searches "
-        f"{peak_rss_mb():,.0f} MB (includes the vectors file pages the re-ranking touched); no 'avoiding' filter "
-        "row (it needs every vector's score)"
+        f"{data} {n:,}: pq-disk built in {build_s:.0f} s (peak RSS {build_rss_mb:,.0f} MB while streaming, of it "
+        f"anonymous memory at most {build_anon_mb:,.0f} MB), {ram_bytes:.0f} bytes/vector in RAM, {disk_bytes:.0f} "
+        f"on disk; while searching, anonymous memory peaked at {searching.mb:,.0f} MB (the RSS, "
+        f"{peak_rss_mb():,.0f} MB at its peak, also counts the vectors file pages the re-ranking touched, which "
+        "the kernel drops under memory pressure); no 'avoiding' filter row (it needs every vector's score)"
     )
 
 
@@ -379,14 +385,16 @@ def build_streamed(data: str, n: int, args: argparse.Namespace, path: Path, quer
 
     vectors_path = path.with_suffix(ann.VECTORS_SUFFIX)
     staging = vectors_path.with_name(vectors_path.name + ".building")
-    index = ann.build_disk_index(np.arange(n, dtype=np.int64), passing_chunks(), sample, staging,
-                                 sample_positions=np.arange(train), seed=args.seed)
+    with AnonymousPeak() as building:
+        index = ann.build_disk_index(np.arange(n, dtype=np.int64), passing_chunks(), sample, staging,
+                                     sample_positions=np.arange(train), seed=args.seed)
     for old in (path, vectors_path):
         old.unlink(missing_ok=True)
     ann.write_index(index, path)
     staging.unlink()
     build_s = time.perf_counter() - start_s - not_building[0]
     np.savez(path.with_suffix(".truth.npz"), truth=best[0][1], build_s=build_s, build_peak_rss_mb=peak_rss_mb(),
+             build_peak_anon_mb=building.mb,
              **{f"filter{i}": top[1] for i, top in enumerate(best[1:])})
     print(f"{data} {n}: built in {build_s:.0f} s (calibrated nprobe {index.base.nprobe}/{index.base.nlist}), "
           f"peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr, flush=True)

@@ -6,7 +6,9 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -136,3 +138,23 @@ def test_a_benchmark_whose_packages_are_missing_is_reported_not_fatal(monkeypatc
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "matmul" in out and "ghost" in out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RssAnon is Linux's")
+def test_anonymous_peak_counts_allocations_not_mapped_file_pages(tmp_path):
+    """benchmarks search reports RAM need with it: pages of a memory-mapped file must not count."""
+    from benchmarks.harness import AnonymousPeak, anonymous_rss_mb
+
+    size = 256 * 2**20
+    vectors = tmp_path / "vectors.bin"
+    with open(vectors, "wb") as out:
+        out.truncate(size)
+    before = anonymous_rss_mb()
+    with AnonymousPeak() as mapped:
+        view = np.memmap(vectors, dtype=np.uint8, mode="r")
+        assert int(view[:: 4096].sum()) == 0  # every page read
+    with AnonymousPeak() as allocated:
+        held = np.ones(size, dtype=np.uint8)  # every page written
+    assert held[-1] == 1 and view.shape == (size,)  # both alive until their block's last sample
+    assert mapped.mb - before < 64
+    assert allocated.mb - before > 200
