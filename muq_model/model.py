@@ -148,6 +148,19 @@ class MuQMuLan(nn.Module):
                 p.requires_grad_(not text_encoder)
         return self
 
+    def train(self, mode: bool = True):
+        """As nn.Module.train, except that a frozen part (no parameter of it trains) stays in eval mode: its
+        BatchNorm statistics and dropout stay as at inference, so a frozen audio tower still makes the
+        vectors it made before training (and a library indexed with it stays valid)."""
+        super().train(mode)
+        if mode:
+            parts = [self.audio, self.audio_to_latents, self.audio.model.conv.conv,
+                     self.text.transformer, self.text.proj, self.text_to_latents, self.text.model]
+            for part in parts:
+                if not any(p.requires_grad for p in part.parameters()):
+                    part.eval()
+        return self
+
     # ---- audio --------------------------------------------------------------------------------------
 
     @torch.inference_mode()

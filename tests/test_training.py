@@ -146,6 +146,21 @@ def test_a_few_steps_make_the_loss_fall(tmp_path, dataset, train_stem):
     torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
 
 
+def test_a_frozen_audio_tower_makes_the_same_vectors_after_training(tmp_path, dataset):
+    """Its BatchNorm running statistics used to move in training mode, shifting every audio vector."""
+    torch.manual_seed(0)
+    model = MuQMuLan(tiny_config())
+    wave = torch.as_tensor(load(dataset.parent / "piano.wav"))
+    before = model.eval().embed_audio([wave], SAMPLE_RATE)
+    train(model, read_pairs(dataset), tmp_path / "out", quick_config(steps=6, train_audio=False), load)
+    assert model.audio.training is False  # frozen: left in eval mode by model.train()
+    torch.testing.assert_close(model.eval().embed_audio([wave], SAMPLE_RATE), before, rtol=0, atol=0)
+    text = model.embed_text(["piano chords"])
+    model.train()
+    assert model.text.transformer.training and not model.audio.model.conv.training
+    torch.testing.assert_close(model.eval().embed_text(["piano chords"]), text)
+
+
 def test_loss_switches_that_are_not_implemented_are_refused(tmp_path, dataset):
     """A config asking for the sigmoid or hierarchical loss must not silently train the softmax one."""
     config = tiny_config()
