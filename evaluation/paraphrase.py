@@ -8,7 +8,9 @@ templates and never used for training or model selection) is ranked against the 
 clips) by cosine similarity, as the search ranks them. A query passes when ALL of its top 3 clips carry
 every attribute it names (truth: each clip's generated attributes). Reported: the share of passing
 queries with a seeded bootstrap 95 % CI over queries, the same per attribute kind (the share of queries
-naming that kind whose top 3 all carry its named value), and every miss with what its top 3 carry.
+naming that kind whose top 3 all carry its named value), every miss with what its top 3 carry, and the
+text-side ceiling: the same score for an oracle text side (``text_side_ceiling``), which no wording work
+can pass because the audio vectors decide it.
 The clips' vectors are the prebuilt demo library's when the model makes the same vectors (its
 fingerprint), else the model embeds the clips (minutes on a CPU).
 """
@@ -75,6 +77,19 @@ def score(text_vectors: np.ndarray, clip_vectors: np.ndarray, clip_attributes: l
             "per_kind": kinds, "misses": [q for q in per_query if not q["passed"]]}
 
 
+def text_side_ceiling(clip_vectors: np.ndarray, clip_attributes: list[dict],
+                      queries: list[tuple[str, dict[str, str]]], *, k: int = TOP, n_bootstrap: int = 1000) -> dict:
+    """What a perfect text side could reach with these audio vectors: the same score with each query's text
+    vector replaced by the mean direction of the clips that carry all its named attributes (an oracle that
+    knows the attributes and ignores the wording). Attributes the audio vectors do not separate stay low."""
+    centroids = []
+    for _, named in queries:
+        rows = [i for i, a in enumerate(clip_attributes) if all(a[n] == v for n, v in named.items())]
+        mean = clip_vectors[rows].mean(axis=0) if rows else np.zeros(clip_vectors.shape[1], np.float32)
+        centroids.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return score(np.stack(centroids), clip_vectors, clip_attributes, queries, k=k, n_bootstrap=n_bootstrap)
+
+
 def clip_vectors(model, records: list[dict]) -> tuple[np.ndarray, str]:
     """Unit vectors of the demo clips (row per record) and where they came from: the prebuilt library's
     stored vectors when its fingerprint is this model's, else embedded now."""
@@ -126,9 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     records = data.demo.load_records()
     vectors, source = clip_vectors(model, records)
     text = model.embed_text([q for q, _ in queries]).float().numpy()
-    report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors,
-                        [r["attributes"] for r in records], queries),
-                  model=str(args.model), clips=len(records), clip_vectors=source)
+    attributes = [r["attributes"] for r in records]
+    ceiling = text_side_ceiling(vectors, attributes, queries)
+    report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
+                  model=str(args.model), clips=len(records), clip_vectors=source,
+                  text_side_ceiling={"passed": ceiling["passed"],
+                                     "per_kind": {kind: e["value"] for kind, e in ceiling["per_kind"].items()}})
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.json:
@@ -137,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p = report["passed"]
     print(f"{args.model}: {p['value']:.3f} [95% CI {p['ci_low']:.3f}, {p['ci_high']:.3f}] of {len(queries)} "
           f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, {source})")
+    c = report["text_side_ceiling"]
     for kind, entry in report["per_kind"].items():
         print(f"  {kind:<10} {entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "
-              f"of {entry['queries']} queries")
+              f"of {entry['queries']} queries (text-side ceiling {c['per_kind'][kind]:.3f})")
+    print(f"text-side ceiling (each query replaced by the mean direction of the clips it describes): "
+          f"{c['passed']['value']:.3f} [{c['passed']['ci_low']:.3f}, {c['passed']['ci_high']:.3f}]")
     print("misses:")
     for miss in report["misses"]:
         wrong = ", ".join(f"{k}={v}" for k, v in miss["attributes"].items() if not miss["kinds_carried"][k])
