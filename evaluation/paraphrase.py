@@ -9,8 +9,8 @@ clips) by cosine similarity, as the search ranks them. A query passes when ALL o
 every attribute it names (truth: each clip's generated attributes). Reported: the share of passing
 queries with a seeded bootstrap 95 % CI over queries, the same per attribute kind (the share of queries
 naming that kind whose top 3 all carry its named value), every miss with what its top 3 carry, and the
-text-side ceiling: the same score for an oracle text side (``text_side_ceiling``), which no wording work
-can pass because the audio vectors decide it.
+centroid oracle (``centroid_oracle``): the score of an oracle text side, showing which kinds the audio
+vectors, not the wording, hold back.
 The clips' vectors are the prebuilt demo library's when the model makes the same vectors (its
 fingerprint), else the model embeds the clips (minutes on a CPU).
 """
@@ -77,11 +77,12 @@ def score(text_vectors: np.ndarray, clip_vectors: np.ndarray, clip_attributes: l
             "per_kind": kinds, "misses": [q for q in per_query if not q["passed"]]}
 
 
-def text_side_ceiling(clip_vectors: np.ndarray, clip_attributes: list[dict],
+def centroid_oracle(clip_vectors: np.ndarray, clip_attributes: list[dict],
                       queries: list[tuple[str, dict[str, str]]], *, k: int = TOP, n_bootstrap: int = 1000) -> dict:
-    """What a perfect text side could reach with these audio vectors: the same score with each query's text
-    vector replaced by the mean direction of the clips that carry all its named attributes (an oracle that
-    knows the attributes and ignores the wording). Attributes the audio vectors do not separate stay low."""
+    """A reference for what the text side can reach with these audio vectors: the same score with each
+    query's text vector replaced by the mean direction of the clips that carry all its named attributes (an
+    oracle that knows the attributes and ignores the wording; not a strict bound, but attributes the audio
+    vectors do not separate stay low whatever the wording)."""
     centroids = []
     for _, named in queries:
         rows = [i for i, a in enumerate(clip_attributes) if all(a[n] == v for n, v in named.items())]
@@ -142,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     vectors, source = clip_vectors(model, records)
     text = model.embed_text([q for q, _ in queries]).float().numpy()
     attributes = [r["attributes"] for r in records]
-    ceiling = text_side_ceiling(vectors, attributes, queries)
+    oracle = centroid_oracle(vectors, attributes, queries)
     report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
                   model=str(args.model), clips=len(records), clip_vectors=source,
-                  text_side_ceiling={"passed": ceiling["passed"],
-                                     "per_kind": {kind: e["value"] for kind, e in ceiling["per_kind"].items()}})
+                  centroid_oracle={"passed": oracle["passed"],
+                                     "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}})
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.json:
@@ -155,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     p = report["passed"]
     print(f"{args.model}: {p['value']:.3f} [95% CI {p['ci_low']:.3f}, {p['ci_high']:.3f}] of {len(queries)} "
           f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, {source})")
-    c = report["text_side_ceiling"]
+    c = report["centroid_oracle"]
     for kind, entry in report["per_kind"].items():
         print(f"  {kind:<10} {entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "
-              f"of {entry['queries']} queries (text-side ceiling {c['per_kind'][kind]:.3f})")
-    print(f"text-side ceiling (each query replaced by the mean direction of the clips it describes): "
+              f"of {entry['queries']} queries (centroid oracle {c['per_kind'][kind]:.3f})")
+    print(f"centroid oracle (each query replaced by the mean direction of the clips it describes): "
           f"{c['passed']['value']:.3f} [{c['passed']['ci_low']:.3f}, {c['passed']['ci_high']:.3f}]")
     print("misses:")
     for miss in report["misses"]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data.demo.captions import ATTRIBUTES
-from evaluation.paraphrase import QUERIES, read_queries, score, text_side_ceiling
+from evaluation.paraphrase import QUERIES, centroid_oracle, read_queries, score
 
 
 def test_the_set_has_enough_valid_queries_covering_every_attribute_kind():
@@ -54,12 +54,12 @@ def test_a_query_passes_only_when_all_of_its_top_3_carry_every_named_attribute()
     assert 0.0 <= report["passed"]["ci_low"] <= 0.5 <= report["passed"]["ci_high"] <= 1.0
 
 
-def test_the_text_side_ceiling_is_limited_by_what_the_clip_vectors_separate():
+def test_the_centroid_oracle_is_limited_by_what_the_clip_vectors_separate():
     # clips 0 and 1 share one vector but differ in loudness: no text vector can put only the loud one first
     clips = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
     attributes = [{"instrument": "piano", "loudness": "loud"}, {"instrument": "piano", "loudness": "quiet"},
                   {"instrument": "flute", "loudness": "loud"}, {"instrument": "flute", "loudness": "loud"}]
     queries = [("flute", {"instrument": "flute"}), ("loud piano", {"instrument": "piano", "loudness": "loud"})]
-    report = text_side_ceiling(clips, attributes, queries, k=2, n_bootstrap=0)
+    report = centroid_oracle(clips, attributes, queries, k=2, n_bootstrap=0)
     assert [m["query"] for m in report["misses"]] == ["loud piano"]
     assert report["passed"]["value"] == pytest.approx(0.5)
