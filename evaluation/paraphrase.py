@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
                   model=str(args.model), clips=len(records), clip_vectors=source,
                   centroid_oracle={"passed": oracle["passed"],
-                                     "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}})
+                                   "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}})
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.json:
