@@ -158,3 +158,112 @@ def captions_for(
     """`count` distinct (template index, caption) pairs for one clip, templates drawn without repeats."""
     order = rng.permutation(len(templates))[: min(count, len(templates))]
     return [(int(i), caption(templates[i], attributes, rng)) for i in order]
+
+
+# ---- paraphrase augmentation (training only) ------------------------------------------------------------
+# The templates above give the text tower about four words per value in a few fixed sentence shapes, so it
+# learns those words, not what they mean. These captions add, for training only, the wider vocabulary a
+# musician would use (value -> phrases as list fragments), loose word order, one to four attributes per
+# caption, whole sentences, and the odd typo. The held-out TEST_TEMPLATES stay unseen; none of these
+# shapes copies theirs.
+PARAPHRASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "instrument": {
+        "piano": ("piano", "upright piano", "concert grand", "pianoforte", "piano keys", "keys", "piano solo",
+                  "classical piano"),
+        "strings": ("violin", "viola", "cello", "cellos", "string quartet", "string orchestra", "bowed strings",
+                    "string section", "chamber strings"),
+        "organ": ("organ", "pipe organ", "tonewheel organ", "B3 organ", "gospel organ", "reed organ",
+                  "organ keys"),
+        "guitar": ("guitar", "classical guitar", "spanish guitar", "steel-string guitar", "folk guitar",
+                   "nylon guitar", "guitar picking"),
+        "flute": ("flute", "flutes", "alto flute", "piccolo", "silver flute", "bamboo flute", "flute solo"),
+        "pad": ("synth", "synthesizer", "pad", "analog synth pad", "ambient synth", "electronic pad",
+                "dreamy synth", "lush pad"),
+        "bells": ("bell", "celesta", "tubular bells", "handbells", "metallophone", "mallet percussion",
+                  "chiming bells"),
+        "brass": ("trumpet", "trombones", "french horns", "brass ensemble", "cornet", "flugelhorn", "tuba and horns"),
+    },
+    "tempo": {
+        "slow": ("slow tempo", "laid-back", "lento", "downtempo", "slow-moving", "sluggish", "ballad pace"),
+        "medium": ("moderato", "medium tempo", "moderately paced", "mid-paced", "even pace", "comfortable tempo"),
+        "fast": ("rapid", "high tempo", "racing", "hurried", "vivace", "uptempo", "fast tempo"),
+    },
+    "mode": {
+        "major": ("playful", "hopeful", "merry", "lighthearted", "carefree", "jolly", "major-mode", "feel-good"),
+        "minor": ("melancholy", "wistful", "bleak", "tragic", "moody", "grieving", "forlorn", "doleful",
+                  "minor-mode"),
+    },
+    "loudness": {
+        "quiet": ("softly played", "muted", "faint", "mellow", "tender", "understated", "restrained", "low-key"),
+        "loud": ("full volume", "bold", "punchy", "roaring", "cranked up", "heavy", "at full blast", "strong"),
+    },
+    "rhythm": {
+        "none": ("drum-free", "no rhythm section", "without a drummer", "no kit", "percussion-free",
+                 "without drums", "no groove, just the instrument"),
+        "four_on_the_floor": ("four to the floor", "4/4 kick", "dancefloor beat", "edm beat", "pumping kick drum",
+                              "steady bass drum pulse", "electronic dance beat"),
+        "waltz": ("a waltz", "waltz rhythm", "3/4 meter", "triple time", "one-two-three lilt", "waltz feel"),
+        "march": ("martial snare", "marching rhythm", "snare rolls", "military cadence", "a march",
+                  "march drums"),
+        "breakbeat": ("breakbeat", "breakbeats", "syncopated groove", "boom-bap drums", "broken rhythm",
+                      "choppy drums", "chopped drum loop"),
+    },
+    "register": {
+        "low": ("low notes", "lower octaves", "low range", "low pitch", "down low"),
+        "middle": ("middle octaves", "medium pitch", "central register", "mid pitch"),
+        "high": ("high notes", "upper register", "treble range", "up high", "upper octaves"),
+    },
+    "texture": {
+        "arpeggio": ("arpeggio", "arpeggio patterns", "cascading notes", "spread chords", "rolling notes"),
+        "chords": ("chords", "chord progression", "pulsing chords", "block harmonies", "full chords", "chord hits"),
+        "melody": ("lead melody", "a melody", "solo melody", "melodic phrase", "one voice singing out a line"),
+        "drone": ("droning", "drone notes", "a steady drone", "an unchanging tone", "pedal tones"),
+    },
+    "bass": {"bassline": ("bass", "a bass part", "bass line below", "bassline", "bass groove"),
+             "none": ("no bass", "without bass")},
+}
+# Whole sentences around a list of fragments ({}); the fragments themselves come in random order.
+PARAPHRASE_FRAMES: tuple[str, ...] = (
+    "{}", "{}", "{}", "{}", "some {}", "play me {}", "find me {}", "i want {}", "music: {}", "{} please",
+    "a piece with {}", "background music, {}", "give me something with {}", "{}, that kind of sound",
+    "put on {}", "an instrumental with {}",
+)
+# How often a caption names each attribute: the instrument mostly, the others now and then
+QUERY_WEIGHTS: dict[str, float] = {"loudness": 0.2, "mode": 0.45, "tempo": 0.45, "instrument": 0.75, "texture": 0.2,
+                                   "register": 0.15, "rhythm": 0.4, "bass": 0.1}  # in the usual spoken order
+
+
+def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: float = 0.2) -> str:
+    """One free-worded, training-only caption: 1-4 of the clip's attributes (by QUERY_WEIGHTS), each in a
+    random PARAPHRASES or template phrase, in random order, in a random frame; a typo with `typo_rate`."""
+    chosen = [name for name, p in QUERY_WEIGHTS.items() if rng.random() < p]
+    if not chosen:
+        chosen = [str(rng.choice(list(QUERY_WEIGHTS)))]
+    chosen = chosen[:4] if len(chosen) <= 4 else [chosen[i] for i in sorted(rng.permutation(len(chosen))[:4])]
+    shuffled = rng.random() < 0.5  # else in the order people usually say them ("slow sad piano, no drums")
+    if shuffled:
+        chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    fragments = []
+    for name in chosen:
+        options = PARAPHRASES[name][attributes[name]]
+        if name == "bass" and attributes[name] == "none" and rng.random() < 0.5:
+            continue
+        fragments.append(options[int(rng.integers(len(options)))])
+    if not fragments:
+        fragments = [PARAPHRASES["instrument"][attributes["instrument"]][0]]
+    joiner = ((", ", " and ") if shuffled else (" ", ", "))[int(rng.integers(2))]
+    text = PARAPHRASE_FRAMES[int(rng.integers(len(PARAPHRASE_FRAMES)))].format(joiner.join(fragments))
+    return typo(text, rng) if rng.random() < typo_rate else text
+
+
+def typo(text: str, rng: np.random.Generator) -> str:
+    """`text` with one typing slip in one word of 4+ letters: a letter dropped, doubled or swapped."""
+    words = text.split(" ")
+    long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
+    if not long:
+        return text
+    i = long[int(rng.integers(len(long)))]
+    w, at = words[i], int(rng.integers(1, len(words[i]) - 1))
+    kind = int(rng.integers(3))
+    words[i] = (w[:at] + w[at + 1:], w[:at] + w[at] + w[at:], w[:at - 1] + w[at] + w[at - 1] + w[at + 1:])[kind]
+    return " ".join(words)

@@ -1,0 +1,66 @@
+"""Training-only paraphrase captions (data.demo.captions.paraphrase, data.demo.augment): they name only
+what the clip is, cover every attribute value, vary, and never touch the held-out test split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from data.demo import DEMO_CAPTIONS, load_records
+from data.demo.augment import augment, main
+from data.demo.captions import ATTRIBUTES, PARAPHRASES, TEST_TEMPLATES, paraphrase, typo
+
+CLIP = {"instrument": "flute", "tempo": "fast", "mode": "minor", "loudness": "quiet", "rhythm": "waltz",
+        "register": "high", "texture": "drone", "bass": "bassline"}
+
+
+def test_every_value_has_its_own_phrases():
+    assert PARAPHRASES.keys() == ATTRIBUTES.keys()
+    for name, values in ATTRIBUTES.items():
+        assert PARAPHRASES[name].keys() == set(values), name
+        phrases = [p for v in values for p in PARAPHRASES[name][v]]
+        assert len(phrases) == len(set(phrases)), f"{name}: a phrase stands for two values"
+
+
+def test_paraphrases_are_built_only_from_the_clips_own_values():
+    rng = np.random.default_rng(0)
+    texts = [paraphrase(CLIP, rng, typo_rate=0.0) for _ in range(300)]
+    own = {p for name, value in CLIP.items() for p in PARAPHRASES[name][value]}
+    others = {p for name, values in PARAPHRASES.items() for v, ps in values.items() if v != CLIP[name] for p in ps
+              if all(p not in o and o not in p for o in own)}  # phrases no own phrase contains or is part of
+    assert all(any(p in t for p in own) for t in texts)
+    assert not [t for t in texts if any(p in t for p in others)]
+    assert len(set(texts)) > 150  # varied, not a handful of sentences
+    assert not set(texts) & set(TEST_TEMPLATES)
+
+
+def test_a_typo_changes_one_word_by_one_slip():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        text = "slow melancholy piano without drums"
+        slipped = typo(text, rng)
+        changed = [(a, b) for a, b in zip(text.split(), slipped.split(), strict=True) if a != b]
+        assert len(changed) <= 1
+        for a, b in changed:  # a letter dropped or doubled, or two neighbours swapped
+            longer, shorter = (a, b) if len(a) > len(b) else (b, a)
+            if len(a) != len(b):
+                assert len(longer) == len(shorter) + 1
+                assert any(longer[:i] + longer[i + 1:] == shorter for i in range(len(longer)))
+            else:
+                assert any(a[:i] + a[i + 1] + a[i] + a[i + 2:] == b for i in range(len(a) - 1))
+    assert typo("a big red hat", rng) == "a big red hat"  # no word of four letters: left alone
+
+
+def test_augment_captions_train_clips_only_and_paths_resolve(tmp_path):
+    out = tmp_path / "aug" / "captions.jsonl"
+    assert main(["--out", str(out), "--per-clip", "5", "--seed", "4"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    train = {r["id"]: r for r in load_records("train", DEMO_CAPTIONS)}
+    assert [r["id"] for r in rows] == list(train)
+    for row in rows[:20]:
+        assert (out.parent / row["file"]).resolve() == (DEMO_CAPTIONS.parent / train[row["id"]]["file"]).resolve()
+        assert row["split"] == "train" and row["captions"][:8] == train[row["id"]]["captions"]
+        assert len(set(row["captions"][8:])) == 5
+    again = augment(load_records(path=DEMO_CAPTIONS), 5, 4)
+    assert [r["captions"] for r in again] == [r["captions"] for r in rows]

@@ -1,0 +1,65 @@
+"""evaluation.paraphrase: the held-out paraphrase set is well formed, and its scoring counts a query as
+passed only when all of its top 3 clips carry every attribute it names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data.demo.captions import ATTRIBUTES
+from evaluation.paraphrase import QUERIES, centroid_oracle, read_queries, score
+
+
+def test_the_set_has_enough_valid_queries_covering_every_attribute_kind():
+    queries = read_queries(QUERIES)
+    assert len(queries) >= 60
+    assert len({q for q, _ in queries}) == len(queries)
+    for _, named in queries:
+        assert 1 <= len(named) <= 3
+        assert all(value in ATTRIBUTES[name] for name, value in named.items())
+    assert {name for _, named in queries for name in named} == set(ATTRIBUTES)
+
+
+def test_a_bad_attribute_is_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("# comment\n" + json.dumps({"query": "ok", "attributes": {"instrument": "piano"}}) + "\n"
+                    + json.dumps({"query": "kazoo", "attributes": {"instrument": "kazoo"}}) + "\n")
+    with pytest.raises(ValueError, match=r"q\.jsonl:3: unknown attribute instrument='kazoo'"):
+        read_queries(path)
+
+
+def test_a_query_passes_only_when_all_of_its_top_3_carry_every_named_attribute():
+    # five clips on the unit circle's axes; text vectors pick the order of the top 3 exactly
+    clips = np.eye(5, dtype=np.float32)
+    attributes = [{"instrument": "piano", "mode": "minor"}, {"instrument": "piano", "mode": "minor"},
+                  {"instrument": "piano", "mode": "major"}, {"instrument": "flute", "mode": "minor"},
+                  {"instrument": "piano", "mode": "minor"}]
+    text = np.array([
+        [0.9, 0.8, 0.0, 0.0, 0.7],  # top 3 = clips 0, 1, 4: all piano and minor -> passes
+        [0.9, 0.8, 0.7, 0.0, 0.0],  # top 3 = clips 0, 1, 2: clip 2 is major -> fails on mode only
+        [0.9, 0.8, 0.7, 0.0, 0.0],  # asks piano only: the same three clips are all piano -> passes
+        [0.0, 0.0, 0.0, 0.9, 0.1],  # top 3 = 3, 4, then 0 (tie broken in clip order): flute only at 3 -> fails
+    ], np.float32)
+    queries = [("a", {"instrument": "piano", "mode": "minor"}), ("b", {"instrument": "piano", "mode": "minor"}),
+               ("c", {"instrument": "piano"}), ("d", {"instrument": "flute"})]
+    report = score(text, clips, attributes, queries, n_bootstrap=200)
+    assert report["passed"]["value"] == pytest.approx(0.5)
+    assert [m["query"] for m in report["misses"]] == ["b", "d"]
+    assert report["misses"][0]["kinds_carried"] == {"instrument": True, "mode": False}
+    assert report["per_kind"]["instrument"]["value"] == pytest.approx(3 / 4)
+    assert report["per_kind"]["mode"]["value"] == pytest.approx(1 / 2)
+    assert report["per_kind"]["mode"]["queries"] == 2
+    assert 0.0 <= report["passed"]["ci_low"] <= 0.5 <= report["passed"]["ci_high"] <= 1.0
+
+
+def test_the_centroid_oracle_is_limited_by_what_the_clip_vectors_separate():
+    # clips 0 and 1 share one vector but differ in loudness: no text vector can put only the loud one first
+    clips = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32)
+    attributes = [{"instrument": "piano", "loudness": "loud"}, {"instrument": "piano", "loudness": "quiet"},
+                  {"instrument": "flute", "loudness": "loud"}, {"instrument": "flute", "loudness": "loud"}]
+    queries = [("flute", {"instrument": "flute"}), ("loud piano", {"instrument": "piano", "loudness": "loud"})]
+    report = centroid_oracle(clips, attributes, queries, k=2, n_bootstrap=0)
+    assert [m["query"] for m in report["misses"]] == ["loud piano"]
+    assert report["passed"]["value"] == pytest.approx(0.5)
