@@ -6,6 +6,7 @@ package's retrieval metrics for the periodic held-out evaluation.
 
     muqsearch train PAIRS.jsonl --out DIR --model OpenMuQ/MuQ-MuLan-large       # fine-tune
     muqsearch train data/demo/captions.jsonl --init-config CONFIG.json --out DIR  # train from scratch
+    muqsearch train ... --init-config CONFIG.json --audio-from MUQ_DIR --out DIR  # MuLan on a pretrained MuQ
     torchrun --standalone --nproc_per_node 2 -m app train ...                     # DDP (gloo on CPU)
 """
 
@@ -26,6 +27,9 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-split", default=None, help="use only eval rows with this `split` value")
     parser.add_argument("--init-config", metavar="CONFIG_JSON",
                         help="train a fresh model with this config.json instead of fine-tuning --model")
+    parser.add_argument("--audio-from", metavar="MUQ_DIR",
+                        help="with --init-config: start the audio tower's MuQ from this standalone MuQ checkpoint "
+                        "(`muqsearch pretrain` output) of the same architecture; the rest starts fresh")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/training_state.pt if present")
     group = add_schedule_arguments(parser, batch_size=32, crop_seconds=5.0)
     group.add_argument("--captions-per-step", type=int, default=1,
@@ -75,6 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from evaluation.metrics import evaluate_embeddings
     from indexer.audio import load_audio
+    from muq_model.checkpoint import CheckpointError, load_muq_into_audio_tower
     from muq_model.model import MuQMuLan
     from muq_model.runtime import resolve_precision, select_device
     from muq_model.training import DataError, TrainConfig, initial_model, read_pairs, summarize, train
@@ -84,6 +89,10 @@ def run_train(args: argparse.Namespace) -> int:
     if distributed:
         dist.init_process_group("gloo" if select_device(args.device).type == "cpu" else "nccl")
     try:
+        if args.audio_from and not args.init_config:
+            print("muqsearch train: --audio-from initialises a fresh model: give --init-config CONFIG_JSON too",
+                  file=sys.stderr)
+            return 2
         if bool(args.group_by) != bool(args.group_size):
             print("muqsearch train: --group-by and --group-size go together", file=sys.stderr)
             return 2
@@ -97,6 +106,13 @@ def run_train(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # every rank must start from the same weights
         if args.init_config:
             model = initial_model(args.init_config)
+            if args.audio_from:
+                try:
+                    load_muq_into_audio_tower(model, args.audio_from)
+                except CheckpointError as exc:
+                    print(f"muqsearch train: --audio-from {args.audio_from}: {exc}", file=sys.stderr)
+                    return 2
+                model.model_id += f"+audio-from:{args.audio_from}"
         elif args.model:
             model = MuQMuLan.from_pretrained(args.model)
         else:

@@ -340,6 +340,46 @@ def muq_key(official: str) -> str | None:
     return official
 
 
+# Tensors of a standalone MuQ that only its pretraining uses (prediction head, unused cls_token, target
+# quantisers, reconstruction head); a MuQ-MuLan audio tower has no place for them.
+MUQ_SSL_ONLY_KEYS = re.compile(r"model\.(linear\.(weight|bias)|cls_token|rvq\..+|quantizer_melspec_2048\..+|recon_proj\..+)")
+# MuQConfig fields that do not shape the encoder's computation: the head and target sizes, and dropout
+# (a training setting the MuLan config keeps its own value of).
+MUQ_SSL_ONLY_FIELDS = ("codebook_size", "use_rvq_target", "dropout")
+
+
+def muq_tower_key(official: str) -> str | None:
+    """Official standalone MuQ key -> the key inside a MuQ-MuLan audio tower's MuQ (`model.audio.model`);
+    None for dead and pretraining-only tensors. Keys outside `model.` come back as they are, so the strict
+    check reports them as unexpected."""
+    ours = muq_key(official)
+    if ours is None or MUQ_SSL_ONLY_KEYS.fullmatch(ours):
+        return None
+    return ours[len("model."):] if ours.startswith("model.") else official
+
+
+def load_muq_into_audio_tower(model, name_or_path) -> None:
+    """Initialise a MuQ-MuLan's audio tower encoder from a standalone MuQ checkpoint (the output of
+    `muqsearch pretrain`), as the paper trains MuQ first and MuLan on top. Strict: a config field that
+    shapes the encoder differently, or a missing, unexpected or mis-shaped tensor, raises CheckpointError
+    naming it; nothing is copied then."""
+    import dataclasses
+
+    directory = resolve_source(name_or_path, allow_patterns=[CONFIG_FILE, SAFETENSORS_FILE, BIN_FILE])
+    theirs, _ = read_muq_config(directory)
+    ours = model.config.muq
+    differ = [f"{f.name} is {getattr(theirs, f.name)!r} there but {getattr(ours, f.name)!r} in the model config"
+              for f in dataclasses.fields(ours)
+              if f.name not in MUQ_SSL_ONLY_FIELDS and getattr(theirs, f.name) != getattr(ours, f.name)]
+    if differ:
+        raise CheckpointError(f"MuQ {directory} has another architecture than the audio tower: " + "; ".join(differ))
+    tower = model.audio.model
+    expected = {k: v.shape for k, v in tower.state_dict().items()}
+    state = match_state_dict(expected, read_state_dict(weights_file(directory)), muq_tower_key,
+                             lambda k: "model." + k)
+    tower.load_state_dict(state, strict=True)
+
+
 def read_muq_config(directory: Path):
     import json
 

@@ -270,3 +270,76 @@ def test_learning_rate_warms_up_then_anneals_by_steps_or_time():
     timed = TrainConfig(steps=100, lr=1.0, warmup_steps=10, max_minutes=1.0)
     assert learning_rate(20, timed, elapsed_seconds=0.0) == pytest.approx(learning_rate(20, config))
     assert learning_rate(20, timed, elapsed_seconds=60.0) == pytest.approx(0.1)  # the clock ran out first
+
+
+def pretrained_muq(tmp_path, config: MuQMuLanConfig, **changes):
+    """A standalone MuQ checkpoint (as `muqsearch pretrain` writes it) with the audio tower's architecture,
+    Mel-RVQ head and quantiser included, changed by `changes`."""
+    import dataclasses
+
+    from muq_model.encoder import MuQ
+
+    torch.manual_seed(7)
+    muq = MuQ(dataclasses.replace(config.muq, codebook_size=2048, use_rvq_target=True, **changes))
+    return muq, muq.save_pretrained(tmp_path / "muq")
+
+
+def train_from_muq(tmp_path, dataset, muq_dir):
+    from app.cli import main
+
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config().to_json())
+    return main(["train", str(dataset), "--init-config", str(config), "--audio-from", str(muq_dir),
+                 "--out", str(tmp_path / "out"), "--steps", "1", "--batch-size", "6", "--crop-seconds", "2",
+                 "--lr", "0", "--warmup-steps", "0", "--device", "cpu"])
+
+
+def test_audio_from_starts_the_audio_tower_from_a_pretrained_muq(tmp_path, dataset):
+    """`train --init-config C --audio-from MUQ`: every encoder tensor of the saved model is the MuQ's (lr 0,
+    so one step changes no weight, only BatchNorm statistics, which are left out here); the MuLan parts
+    start fresh."""
+    from muq_model.checkpoint import load_muq_into_audio_tower
+
+    muq, muq_dir = pretrained_muq(tmp_path, tiny_config())
+    assert train_from_muq(tmp_path, dataset, muq_dir) == 0
+    trained = MuQMuLan.from_pretrained(tmp_path / "out")
+    tower = trained.audio.model.state_dict()
+    source = muq.model.state_dict()
+    weights = [k for k in tower if "running_" not in k and "num_batches" not in k]
+    assert len(weights) > 50
+    for key in weights:
+        torch.testing.assert_close(tower[key], source[key], rtol=0, atol=0, msg=key)
+
+    fresh = MuQMuLan(tiny_config())
+    load_muq_into_audio_tower(fresh, muq_dir)
+    for key, value in fresh.audio.model.state_dict().items():  # straight after init: BatchNorm too
+        assert torch.equal(value, source[key]), key
+
+
+def test_audio_from_refuses_a_muq_of_another_shape_naming_the_field_or_key(tmp_path, dataset, capsys):
+    _, muq_dir = pretrained_muq(tmp_path, tiny_config(), encoder_dim=tiny_config().muq.encoder_dim * 2)
+    assert train_from_muq(tmp_path, dataset, muq_dir) == 2
+    err = capsys.readouterr().err
+    assert "--audio-from" in err and "encoder_dim" in err
+    assert not (tmp_path / "out").exists()
+
+    from safetensors.torch import load_file, save_file
+
+    _, muq_dir = pretrained_muq(tmp_path, tiny_config())
+    state = load_file(muq_dir / "model.safetensors")
+    del state["model.conformer.layers.0.ffn1.output_dense.weight"]
+    state["model.extra.weight"] = torch.zeros(2)
+    save_file(state, muq_dir / "model.safetensors")
+    assert train_from_muq(tmp_path, dataset, muq_dir) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "model.conformer.layers.0.ffn1.output_dense.weight" in err
+    assert "unexpected" in err and "model.extra.weight" in err
+
+
+def test_audio_from_needs_init_config(tmp_path, dataset, capsys):
+    from app.cli import main
+
+    code = main(["train", str(dataset), "--model", "data/demo/model", "--audio-from", str(tmp_path),
+                 "--out", str(tmp_path / "out"), "--steps", "1"])
+    assert code == 2
+    assert "--init-config" in capsys.readouterr().err
