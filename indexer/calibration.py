@@ -131,8 +131,8 @@ class Calibration:
     def confidences(self, known: float, track_vectors: np.ndarray, scores) -> np.ndarray:
         """confidence in [0, 1] of each (track, score) of one query whose ``known`` is given; track_vectors:
         (n, dim) unit vectors of those tracks."""
-        null_scores = np.sort(np.asarray(track_vectors, np.float32).reshape(len(scores), -1) @ self.null_vectors.T,
-                              axis=1)
+        vectors = np.asarray(track_vectors, np.float32).reshape(len(scores), self.null_vectors.shape[1])
+        null_scores = np.sort(vectors @ self.null_vectors.T, axis=1)
         return np.array([known * _share_below(row, float(s)) for row, s in zip(null_scores, scores, strict=True)],
                         np.float64)
 

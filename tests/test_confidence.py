@@ -32,6 +32,7 @@ def test_confidence_is_the_share_of_unrelated_texts_beaten_on_that_track():
     assert cal.confidences(1.0, tracks[[2]], [score])[0] == pytest.approx(30 / 40)
     assert cal.confidences(0.5, tracks[[2]], [score])[0] == pytest.approx(15 / 40)
     assert cal.confidences(1.0, tracks[[2]], [2.0])[0] == 1.0 and cal.confidences(1.0, tracks[[2]], [-2.0])[0] == 0.0
+    assert cal.confidences(1.0, np.zeros((0, 8), np.float32), []).shape == (0,)  # an answer with no result
     # a vocabulary text is as known as can be; a null text's own twin is not
     assert cal.known(bank.known_sentences[0]) > cal.known(bank.sentences[0])
 
