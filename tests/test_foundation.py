@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import socket
 import subprocess
 import sys
@@ -154,7 +155,10 @@ def test_anonymous_peak_counts_allocations_not_mapped_file_pages(tmp_path):
         view = np.memmap(vectors, dtype=np.uint8, mode="r")
         assert int(view[:: 4096].sum()) == 0  # every page read
     with AnonymousPeak() as allocated:
-        held = np.ones(size, dtype=np.uint8)  # every page written
+        # fresh pages from the kernel (an allocator could hand back pages it kept from earlier tests)
+        block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        held = np.frombuffer(block, dtype=np.uint8)
+        held[:] = 1  # every page written
     assert held[-1] == 1 and view.shape == (size,)  # both alive until their block's last sample
     assert mapped.mb - before < 64
     assert allocated.mb - before > 200
