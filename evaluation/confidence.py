@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +71,7 @@ def evaluate(model, catalog, queries: list[tuple[str, bool]], *, k: int = 10, n_
 
 def main(argv: list[str] | None = None) -> int:
     import data.demo
-    from data.demo.build_library import CATALOG
-    from indexer.catalog import Catalog
+    from data.demo.build_library import prebuilt_catalog_copy
     from muq_model import MuQMuLan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,10 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     queries = read_queries(args.queries)
     model = MuQMuLan.from_pretrained(data.demo.DEMO_MODEL_DIR).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(data.demo.DEMO_PREBUILT_DIR / CATALOG, Path(tmp) / CATALOG)  # never write the shipped file
-        with Catalog(Path(tmp) / CATALOG, create=False) as catalog:
-            report = evaluate(model, catalog, queries)
+    with prebuilt_catalog_copy() as catalog:
+        report = evaluate(model, catalog, queries)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     a = report["auroc"]

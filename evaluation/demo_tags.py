@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +61,7 @@ def evaluate(model, catalog, records: list[dict], *, n_bootstrap: int = 1000) ->
 
 def main(argv: list[str] | None = None) -> int:
     import data.demo
-    from data.demo.build_library import CATALOG
-    from indexer.catalog import Catalog
+    from data.demo.build_library import prebuilt_catalog_copy
     from muq_model import MuQMuLan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     model = MuQMuLan.from_pretrained(data.demo.DEMO_MODEL_DIR).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(data.demo.DEMO_PREBUILT_DIR / CATALOG, Path(tmp) / CATALOG)  # never write the shipped file
-        with Catalog(Path(tmp) / CATALOG, create=False) as catalog:
-            report = evaluate(model, catalog, data.demo.load_records(args.split))
+    with prebuilt_catalog_copy() as catalog:
+        report = evaluate(model, catalog, data.demo.load_records(args.split))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     auc, p = report["roc_auc"], report["shown"]["precision"]

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -95,19 +93,17 @@ def clip_vectors(model, records: list[dict]) -> tuple[np.ndarray, str]:
     """Unit vectors of the demo clips (row per record) and where they came from: the prebuilt library's
     stored vectors when its fingerprint is this model's, else embedded now."""
     import data.demo
-    from data.demo.build_library import CATALOG, read_manifest
+    from data.demo.build_library import prebuilt_catalog_copy, read_manifest
     from muq_model.identity import same_vectors
 
     manifest = read_manifest(data.demo.DEMO_PREBUILT_DIR)
     if manifest and same_vectors(manifest["fingerprint"], dict(model.fingerprint(), model_id="data/demo/model")):
         from sqlalchemy import select
 
-        from indexer.catalog import Catalog, Track, from_blob
+        from indexer.catalog import Track, from_blob
 
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy(data.demo.DEMO_PREBUILT_DIR / CATALOG, Path(tmp) / CATALOG)  # never write the shipped file
-            with Catalog(Path(tmp) / CATALOG, create=False) as catalog, catalog.session() as s:
-                by_name = {Path(p).name: from_blob(b) for p, b in s.execute(select(Track.path, Track.embedding))}
+        with prebuilt_catalog_copy() as catalog, catalog.session() as s:
+            by_name = {Path(p).name: from_blob(b) for p, b in s.execute(select(Track.path, Track.embedding))}
         vectors, source = np.stack([by_name[Path(r["file"]).name] for r in records]), "prebuilt library"
     else:
         import torch

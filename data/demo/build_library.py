@@ -33,7 +33,8 @@ import sqlite3
 import sys
 import tempfile
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import data.demo
@@ -68,6 +69,18 @@ def read_manifest(prebuilt_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if (Path(prebuilt_dir) / CATALOG).is_file() else None
+
+
+@contextmanager
+def prebuilt_catalog_copy(prebuilt_dir: Path | None = None) -> Iterator:
+    """The shipped demo catalog opened on a temporary copy, for measurements that read its stored vectors
+    and tags (the shipped file itself is never opened for writing)."""
+    from indexer.catalog import Catalog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(Path(prebuilt_dir or data.demo.DEMO_PREBUILT_DIR) / CATALOG, Path(tmp) / CATALOG)
+        with Catalog(Path(tmp) / CATALOG, create=False) as catalog:
+            yield catalog
 
 
 def build(out_dir: Path, music_dir: Path, model_dir: Path, *, progress: bool = True) -> dict:
