@@ -63,7 +63,7 @@ def _print_results(args, results, heading: str, no_match, *, text_query: bool = 
     A text query's answer carries its verdict: `--json` prints {"verdict", "results"}, the text output
     says "no good match" above results that fit no better than unrelated texts."""
     from app import export
-    from app.search import answer_dict, answer_verdict
+    from app.search import VERDICT_WORDS, answer_dict, answer_verdict
 
     if args.m3u:
         export.write(results, args.m3u, "m3u")
@@ -79,21 +79,14 @@ def _print_results(args, results, heading: str, no_match, *, text_query: bool = 
         return 0
     print(heading)
     if text_query:
-        print(VERDICT_LINES[answer_verdict(results)])
+        name, meaning = VERDICT_WORDS[answer_verdict(results)]
+        print(f"Verdict: {name}" + (f": {meaning}." if meaning else "."))
     for rank, r in enumerate(results, 1):
         who = f" — {r.artist}" if r.artist else ""
         moment = f"  [{r.moment.start:g}–{r.moment.end:g} s]" if r.moment else ""
         confidence = f"  confidence {r.confidence:.2f}" if r.confidence is not None else ""
         print(f"{rank:3d}. {r.score:6.3f}  {r.title}{who}{moment}{confidence}\n      {r.path}")
     return 0
-
-
-VERDICT_LINES = {
-    "strong": "Verdict: strong match.",
-    "weak": "Verdict: weak match: the best results fit only a little better than unrelated descriptions do.",
-    "none": "Verdict: no good match: nothing in this library fits better than unrelated descriptions do; "
-            "the closest tracks follow anyway.",
-}
 
 
 def _check_inputs(args, *, query: str | None = None, source: str | None = None) -> None:

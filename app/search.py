@@ -147,6 +147,14 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
 
 
+VERDICT_WORDS = {  # verdict -> (its name, what it means), as the CLI and the page say it
+    "strong": ("strong match", ""),
+    "weak": ("weak match", "the best results fit only a little better than unrelated descriptions do"),
+    "none": ("no good match", "nothing in this library fits better than unrelated descriptions do; "
+                              "these are only the closest tracks"),
+}
+
+
 def answer_verdict(results: Sequence[Result]) -> str:
     """strong | weak | none for a text query's results: their best calibrated confidence decides."""
     confidences = [r.confidence for r in results if r.confidence is not None]

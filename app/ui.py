@@ -33,6 +33,7 @@ from starlette.responses import PlainTextResponse
 from app import export
 from app.filters import FilterError, Filters
 from app.search import (
+    VERDICT_WORDS,
     Description,
     Result,
     SearchError,
@@ -260,12 +261,15 @@ def _cut_query(query, limit: int) -> tuple[str, str]:
                  f"searched (the limit is {limit}).")
 
 
-VERDICT_HEADLINES = {  # what the page says first about a text query's answer (indexer.calibration)
-    "strong": "",
-    "weak": "**Weak match:** the best results fit only a little better than unrelated descriptions do. ",
-    "none": "**No good match:** nothing in this library fits better than unrelated descriptions do; "
-            "these are only the closest tracks. ",
-}
+def verdict_headline(verdict: str) -> str:
+    """What the page says first about a text query's answer: nothing when it is strong."""
+    name, meaning = VERDICT_WORDS[verdict]
+    return f"**{name.capitalize()}:** {meaning}. " if meaning else ""
+
+
+def _semicolon_list(text: str | None) -> list[str]:
+    """The non-empty ';'-separated entries of a text: a "But not" box, the API's avoid and filters."""
+    return [t.strip() for t in (text or "").split(";") if t.strip()]
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,7 @@ class Page:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return (*self.answer([], _message(exc), "search"), None)
-        session = Session(query, filters, tuple(t.strip() for t in (avoid or "").split(";") if t.strip()))
+        session = Session(query, filters, tuple(_semicolon_list(avoid)))
         return (*self.refined(session, k, moments, cut), session)
 
     def refined(self, session: Session, k, moments, cut: str = ""):
@@ -347,7 +351,7 @@ class Page:
             return self.answer([], html.escape(self.service.no_match_message(session.filters)) + cut, "search")
         where = f" with {html.escape(session.filters.describe())}" if session.filters.active else ""
         headline = f"{len(results)} tracks for “{html.escape(session.query)}”{where}{self.refinements(session)}.{cut}"
-        return self.answer(results, VERDICT_HEADLINES[answer_verdict(results)] + headline, "search")
+        return self.answer(results, verdict_headline(answer_verdict(results)) + headline, "search")
 
     def refinements(self, session: Session) -> str:
         snapshot = self.service.snapshot()
@@ -566,10 +570,10 @@ def _api_endpoints(service: SearchService) -> None:
         calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano". Composed: like =
         library track ids ("42, 7"), avoid = descriptions ("sad; drums"); feedback: liked / disliked track
         ids (Rocchio); weights like "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
-        parsed = Filters.parse(f for f in (filters or "").split(";") if f.strip())
+        parsed = Filters.parse(_semicolon_list(filters))
         return answer_dict(service.search(
             query, int(k), filters=parsed, moments=bool(moments), like=_ids(like, "like"),
-            avoid=[t.strip() for t in (avoid or "").split(";") if t.strip()], liked=_ids(liked, "liked"),
+            avoid=_semicolon_list(avoid), liked=_ids(liked, "liked"),
             disliked=_ids(disliked, "disliked"), weights=parse_weights(weights)))
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
