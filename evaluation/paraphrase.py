@@ -10,7 +10,8 @@ every attribute it names (truth: each clip's generated attributes). Reported: th
 queries with a seeded bootstrap 95 % CI over queries, the same per attribute kind (the share of queries
 naming that kind whose top 3 all carry its named value), every miss with what its top 3 carry, and the
 centroid oracle (``centroid_oracle``): the score of an oracle text side, showing which kinds the audio
-vectors, not the wording, hold back.
+vectors, not the wording, hold back, and per attribute kind the agreement of each clip's 5 nearest clips
+(``audio_neighbours``): what the audio vectors hear.
 The clips' vectors are the prebuilt demo library's when the model makes the same vectors (its
 fingerprint), else the model embeds the clips (minutes on a CPU).
 """
@@ -89,6 +90,23 @@ def centroid_oracle(clip_vectors: np.ndarray, clip_attributes: list[dict],
     return score(np.stack(centroids), clip_vectors, clip_attributes, queries, k=k, n_bootstrap=n_bootstrap)
 
 
+def neighbour_agreement(clip_vectors: np.ndarray, clip_attributes: list[dict], *, k: int = 5) -> dict:
+    """What the audio vectors hear, with no text involved: per attribute kind, the share of each clip's k
+    nearest other clips (cosine) that carry its value, averaged over clips, beside chance (the same share
+    for neighbours drawn at random)."""
+    similarity = clip_vectors @ clip_vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    out = {}
+    for kind in clip_attributes[0]:
+        values = np.array([a[kind] for a in clip_attributes])
+        _, counts = np.unique(values, return_counts=True)
+        n = len(values)
+        out[kind] = {"agreement": float((values[neighbours] == values[:, None]).mean()),
+                     "chance": float((counts * (counts - 1)).sum() / (n * (n - 1)))}
+    return out
+
+
 def clip_vectors(model, records: list[dict]) -> tuple[np.ndarray, str]:
     """Unit vectors of the demo clips (row per record) and where they came from: the prebuilt library's
     stored vectors when its fingerprint is this model's, else embedded now."""
@@ -143,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
                   model=str(args.model), clips=len(records), clip_vectors=source,
                   centroid_oracle={"passed": oracle["passed"],
-                                   "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}})
+                                   "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}},
+                  audio_neighbours=neighbour_agreement(vectors, attributes))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.json:
@@ -158,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
               f"of {entry['queries']} queries (centroid oracle {c['per_kind'][kind]:.3f})")
     print(f"centroid oracle (each query replaced by the mean direction of the clips it describes): "
           f"{c['passed']['value']:.3f} [{c['passed']['ci_low']:.3f}, {c['passed']['ci_high']:.3f}]")
+    print("what the audio vectors hear (share of each clip's 5 nearest clips with its value; chance): " + ", ".join(
+        f"{kind} {e['agreement']:.2f} ({e['chance']:.2f})" for kind, e in report["audio_neighbours"].items()))
     print("misses:")
     for miss in report["misses"]:
         wrong = ", ".join(f"{k}={v}" for k, v in miss["attributes"].items() if not miss["kinds_carried"][k])

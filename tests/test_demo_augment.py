@@ -64,3 +64,28 @@ def test_augment_captions_train_clips_only_and_paths_resolve(tmp_path):
         assert len(set(row["captions"][8:])) == 5
     again = augment(load_records(path=DEMO_CAPTIONS), 5, 4)
     assert [r["captions"] for r in again] == [r["captions"] for r in rows]
+
+
+def test_must_attributes_are_named_in_every_paraphrase():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        text = paraphrase(CLIP, rng, typo_rate=0.0, must=("loudness", "register"))
+        assert any(p in text for p in PARAPHRASES["loudness"]["quiet"]), text
+        assert any(p in text for p in PARAPHRASES["register"]["high"]), text
+        assert text.count(",") + text.count(" and ") <= 4  # still at most four attributes
+
+
+def test_augment_keeps_the_fields_variant_batches_group_by(tmp_path):
+    """A variant set's records keep their render seed, so `muqsearch train --group-by seed` still batches
+    each set's clips together after augmentation, and its paraphrases name what tells its clips apart."""
+    from data.demo.augment import varied_attributes
+    from data.demo.generate import plan_variants
+
+    records = [dict(c.record(), path=str(tmp_path / c.file)) for c in plan_variants(5, 3, ("loudness", "register"))]
+    assert set(varied_attributes(records).values()) == {("loudness", "register")}
+    assert varied_attributes(load_records("train", DEMO_CAPTIONS)) == {}  # the library: one clip per seed
+    rows = augment(records, 4, 0)
+    assert [r["seed"] for r in rows] == [r["seed"] for r in records]
+    assert [r["attributes"] for r in rows] == [r["attributes"] for r in records]
+    assert all(r["captions"][: len(o["captions"])] == o["captions"] and len(r["captions"]) == len(o["captions"]) + 4
+               for r, o in zip(rows, records, strict=True))

@@ -113,6 +113,22 @@ def test_variant_sets_differ_only_in_the_varied_attributes():
         plan_variants(7, 1, ("tempi",))
 
 
+def test_tempo_variants_play_at_their_own_tempo():
+    """A set that varies tempo moves the bpm into the new tempo's range (same place in it), so a "fast"
+    variant is not the slow piece relabelled."""
+    from data.demo.generate import TEMPO_BPM
+
+    clips = plan_variants(3, 20, ("tempo", "loudness"))
+    for clip in clips:
+        low, high = TEMPO_BPM[clip.spec.attributes["tempo"]]
+        assert low <= clip.spec.bpm <= high, (clip.id, clip.spec.attributes["tempo"], clip.spec.bpm)
+    for start in range(0, len(clips), 4):
+        group = clips[start : start + 4]
+        place = {round((c.spec.bpm - TEMPO_BPM[c.spec.attributes["tempo"]][0])
+                       / (TEMPO_BPM[c.spec.attributes["tempo"]][1] - TEMPO_BPM[c.spec.attributes["tempo"]][0]), 9) for c in group}
+        assert len(place) == 1 and len({c.spec.attributes["tempo"] for c in group}) == 2
+
+
 def test_every_template_names_the_instrument_and_three_more_attributes():
     for template in TRAIN_TEMPLATES + TEST_TEMPLATES:
         slots = {s for s in ("tempo", "mood", "key", "loudness", "rhythm", "register", "texture") if "{" + s + "}" in template}

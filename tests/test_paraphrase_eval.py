@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data.demo.captions import ATTRIBUTES
-from evaluation.paraphrase import QUERIES, centroid_oracle, read_queries, score
+from evaluation.paraphrase import QUERIES, centroid_oracle, neighbour_agreement, read_queries, score
 
 
 def test_the_set_has_enough_valid_queries_covering_every_attribute_kind():
@@ -63,3 +63,18 @@ def test_the_centroid_oracle_is_limited_by_what_the_clip_vectors_separate():
     report = centroid_oracle(clips, attributes, queries, k=2, n_bootstrap=0)
     assert [m["query"] for m in report["misses"]] == ["loud piano"]
     assert report["passed"]["value"] == pytest.approx(0.5)
+
+
+def test_neighbour_agreement_sees_what_the_vectors_separate_and_nothing_else():
+    """Clips whose vectors encode the instrument but not the loudness: the instrument's neighbours agree,
+    the loudness sits at chance."""
+    rng = np.random.default_rng(0)
+    instruments = ["piano", "flute", "organ"] * 40
+    loudness = [("quiet", "loud")[int(b)] for b in rng.integers(2, size=120)]
+    centres = {i: rng.normal(size=16) for i in set(instruments)}
+    vectors = np.stack([centres[i] + 0.1 * rng.normal(size=16) for i in instruments]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    heard = neighbour_agreement(vectors, [{"instrument": i, "loudness": q} for i, q in zip(instruments, loudness)])
+    assert heard["instrument"]["agreement"] == 1.0
+    assert heard["instrument"]["chance"] == pytest.approx(39 / 119)
+    assert abs(heard["loudness"]["agreement"] - heard["loudness"]["chance"]) < 0.1

@@ -2,8 +2,8 @@
 
     python -m data.demo.augment --out AUG/captions.jsonl [--per-clip 24] [--seed 1]
 
-writes one record per train clip: its file (relative to the output's folder), split, attributes and its
-training-template captions followed by `--per-clip` free-worded ones, so that `muqsearch train
+writes one record per train clip: its file (relative to the output's folder), its other fields (split,
+attributes, seed, ...) and its captions followed by `--per-clip` free-worded ones, so that `muqsearch train
 AUG/captions.jsonl` trains on both (one item per clip; two files naming one clip would make two items,
 each the other's false negative). Test clips are never captioned here, so the held-out split keeps its
 unseen templates and clips.
@@ -23,23 +23,37 @@ from data.demo import DEMO_CAPTIONS, load_records
 from data.demo.captions import paraphrase
 
 
+def varied_attributes(records: list[dict]) -> dict[int, tuple[str, ...]]:
+    """Per render seed shared by several records (a variant set, `generate --variants`), the attributes
+    that differ inside the set: every paraphrase of its clips names them, else the set's other clips
+    would be false negatives for that caption."""
+    sets: dict[int, list[dict]] = {}
+    for record in records:
+        if "seed" in record:
+            sets.setdefault(record["seed"], []).append(record["attributes"])
+    return {seed: tuple(name for name in members[0] if len({m[name] for m in members}) > 1)
+            for seed, members in sets.items() if len(members) > 1}
+
+
 def augment(records: list[dict], per_clip: int, seed: int) -> list[dict]:
     """Every train record with its captions plus `per_clip` distinct new paraphrases (fewer only if the
     draws keep repeating)."""
     rng = np.random.default_rng(seed)
+    varied = varied_attributes(records)
     out = []
     for record in records:
         if record["split"] != "train":
             continue
         captions: list[str] = list(record["captions"])
+        must = varied.get(record.get("seed"), ())
         for _ in range(per_clip * 4):
-            text = paraphrase(record["attributes"], rng)
+            text = paraphrase(record["attributes"], rng, must=must)
             if text not in captions:
                 captions.append(text)
             if len(captions) == len(record["captions"]) + per_clip:
                 break
-        out.append({"id": record["id"], "path": record["path"], "split": "train",
-                    "attributes": record["attributes"], "captions": captions})
+        kept = {k: v for k, v in record.items() if k not in ("file", "captions", "template_ids")}
+        out.append({**kept, "captions": captions})  # seed stays, for `--group-by seed` on variant sets
     return out
 
 

@@ -233,20 +233,25 @@ QUERY_WEIGHTS: dict[str, float] = {"loudness": 0.2, "mode": 0.45, "tempo": 0.45,
                                    "register": 0.15, "rhythm": 0.4, "bass": 0.1}  # in the usual spoken order
 
 
-def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: float = 0.2) -> str:
-    """One free-worded, training-only caption: 1-4 of the clip's attributes (by QUERY_WEIGHTS), each in a
-    random PARAPHRASES or template phrase, in random order, in a random frame; a typo with `typo_rate`."""
-    chosen = [name for name, p in QUERY_WEIGHTS.items() if rng.random() < p]
-    if not chosen:
-        chosen = [str(rng.choice(list(QUERY_WEIGHTS)))]
-    chosen = chosen[:4] if len(chosen) <= 4 else [chosen[i] for i in sorted(rng.permutation(len(chosen))[:4])]
+def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: float = 0.2,
+               must: tuple[str, ...] = ()) -> str:
+    """One free-worded, training-only caption: 1-4 of the clip's attributes (by QUERY_WEIGHTS, always the
+    `must` ones), each in a random PARAPHRASES or template phrase, in random order, in a random frame; a
+    typo with `typo_rate`."""
+    drawn = [name for name, p in QUERY_WEIGHTS.items() if rng.random() < p or name in must]
+    if not drawn:
+        drawn = [str(rng.choice(list(QUERY_WEIGHTS)))]
+    optional = [i for i, name in enumerate(drawn) if name not in must]
+    room = max(0, 4 - (len(drawn) - len(optional)))
+    keep = {i for i in range(len(drawn)) if i not in optional} | {optional[i] for i in rng.permutation(len(optional))[:room]}
+    chosen = [drawn[i] for i in sorted(keep)]
     shuffled = rng.random() < 0.5  # else in the order people usually say them ("slow sad piano, no drums")
     if shuffled:
         chosen = [chosen[i] for i in rng.permutation(len(chosen))]
     fragments = []
     for name in chosen:
         options = PARAPHRASES[name][attributes[name]]
-        if name == "bass" and attributes[name] == "none" and rng.random() < 0.5:
+        if name == "bass" and attributes[name] == "none" and name not in must and rng.random() < 0.5:
             continue
         fragments.append(options[int(rng.integers(len(options)))])
     if not fragments:

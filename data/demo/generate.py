@@ -139,12 +139,19 @@ def plan_variants(seed: int, pieces: int, vary: tuple[str, ...] = ("mode", "inst
                 DemoClip(
                     id=f"variant-{i + 1:05d}-{v}",
                     split="train",
-                    spec=replace(spec, attributes=attributes),
+                    spec=replace(spec, attributes=attributes, bpm=bpm_for(spec, attributes["tempo"])),
                     captions=[text for _, text in pairs + short],
                     template_ids=[f"train/{index}" for index, _ in pairs] + [f"short/{index}" for index, _ in short],
                 )
             )
     return planned
+
+
+def bpm_for(spec: ClipSpec, tempo: str) -> float:
+    """The spec's bpm moved to `tempo`'s range at the same relative place (unchanged for its own tempo)."""
+    low, high = TEMPO_BPM[spec.attributes["tempo"]]
+    new_low, new_high = TEMPO_BPM[tempo]
+    return new_low + (spec.bpm - low) / (high - low) * (new_high - new_low)
 
 
 def title(clip: DemoClip) -> str:
