@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muq_model.runtime import int8_matmul, pack_int8
+
 
 class FoldedStem:
     """The folded weights of a stem's residual blocks, and the forward pass that uses them."""
@@ -21,6 +23,12 @@ class FoldedStem:
     def __init__(self):
         self._sources: list[torch.Tensor] | None = None  # snapshot of the blocks' state the weights came from
         self._blocks: list[FoldedRes2d] = []
+        self.int8 = False  # see quantise
+
+    def quantise(self) -> None:
+        """The int8 mode: from now on the strided convolutions of every block with more than one input
+        channel (at full size the second block's, ~60 % of the stem's multiply-adds) run as int8 matmuls."""
+        self.int8, self._sources = True, None
 
     def flat_features(self, blocks: nn.Sequential, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, T_mel) -> (B, T', C * F/4), flattened channel-major, as the plain stem."""
@@ -43,7 +51,8 @@ class FoldedStem:
             a.shape != b.shape or not torch.equal(a, b) for a, b in zip(self._sources, sources, strict=True)
         ):
             with torch.no_grad():
-                self._sources, self._blocks = [t.clone() for t in sources], [fold_res2d(b) for b in blocks]
+                self._sources = [t.clone() for t in sources]
+                self._blocks = [fold_res2d(b, int8=self.int8) for b in blocks]
         return self._blocks
 
 
@@ -54,24 +63,26 @@ class FoldedRes2d:
     strided: torch.Tensor  # (9 * idim, 2 * odim): conv1 | conv3 as an im2col matrix, rows ordered (kh, kw, c)
     strided_bias: torch.Tensor  # (2 * odim,): conv1's bias | conv3's + conv2's
     winograd: torch.Tensor  # (36, odim, odim): conv2 in the Winograd domain (winograd_weights)
+    strided_int8: object = None  # int8 mode: `strided` and its bias packed by runtime.pack_int8, used instead
 
 
-def fold_res2d(block) -> FoldedRes2d:
-    """A Res2dModule's eval-time weights for `forward_folded` (float64 maths, rounded once to float32)."""
+def fold_res2d(block, *, int8: bool = False) -> FoldedRes2d:
+    """A Res2dModule's eval-time weights for `forward_folded` (float64 maths, rounded once to float32);
+    int8: also its strided convolutions packed as an int8 matmul, unless it has one input channel (the
+    first block: 9-wide patches, too thin a matmul to gain)."""
     w1, b1 = fold_batch_norm(block.conv1, block.bn1)
     w2, b2 = fold_batch_norm(block.conv2, block.bn2)
     w3, b3 = fold_batch_norm(block.conv3, block.bn3)
     strided = torch.cat([w1, w3])  # conv1 | conv3: one conv with 2 * odim outputs, as they share input and stride
-    return FoldedRes2d(
-        strided=strided.permute(2, 3, 1, 0).reshape(-1, strided.shape[0]).float(),  # (9 * idim, 2 * odim)
-        strided_bias=torch.cat([b1, b3 + b2]).float(),  # conv2's bias rides on the shortcut
-        winograd=winograd_weights(w2).float(),
-    )
+    strided = strided.permute(2, 3, 1, 0).reshape(-1, strided.shape[0]).float()  # (9 * idim, 2 * odim)
+    strided_bias = torch.cat([b1, b3 + b2]).float()  # conv2's bias rides on the shortcut
+    packed = pack_int8(strided.T, strided_bias) if int8 and block.conv1.in_channels > 1 else None
+    return FoldedRes2d(strided, strided_bias, winograd_weights(w2).float(), packed)
 
 
 def forward_folded(x: torch.Tensor, folded: FoldedRes2d, stride: tuple[int, int]) -> torch.Tensor:
     """A Res2dModule's eval forward of one clip, channels last: (F, T, idim) -> (F / s_f, T / s_t, odim)."""
-    both = conv3x3_im2col(x, folded.strided, folded.strided_bias, stride)  # (F', T', 2 * odim)
+    both = conv3x3_im2col(x, folded.strided, folded.strided_bias, stride, int8=folded.strided_int8)  # (F', T', 2 odim)
     main, shortcut = both.chunk(2, dim=-1)
     out = winograd_conv3x3(main, folded.winograd, relu_input=True)  # (F', T', odim), conv2 without its bias
     return F.relu_(out.add_(shortcut))
@@ -91,16 +102,22 @@ def fold_batch_norm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, 
 STEM_CHUNK_BYTES = 32 * 2**20
 
 
-def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int], *,
+                   int8=None) -> torch.Tensor:
     """3x3 conv, padding 1, channels last, as patches @ weight: (H, W, C) -> (ceil(H/s_h), ceil(W/s_w), O),
-    a band of output rows at a time (STEM_CHUNK_BYTES of patches)."""
+    a band of output rows at a time (STEM_CHUNK_BYTES of patches); with `int8` (weight and bias packed by
+    runtime.pack_int8) an int8 matmul, each band's patches quantised with their own scale."""
     patches = F.pad(x, (0, 0, 1, 1, 1, 1)).unfold(0, 3, stride[0]).unfold(1, 3, stride[1])  # (H', W', C, 3, 3) view
     h_out, w_out, c = patches.shape[:3]
     out = x.new_empty(h_out, w_out, weight.shape[1])
     rows = max(1, STEM_CHUNK_BYTES // (w_out * 9 * c * x.element_size()))
     for r in range(0, h_out, rows):
         chunk = patches[r : r + rows].permute(0, 1, 3, 4, 2).reshape(-1, 9 * c)  # (n * W', 9 C), rows (kh, kw, c)
-        torch.addmm(bias, chunk, weight, out=out[r : r + rows].view(chunk.shape[0], -1))
+        target = out[r : r + rows].view(chunk.shape[0], -1)
+        if int8 is None:
+            torch.addmm(bias, chunk, weight, out=target)
+        else:
+            target.copy_(int8_matmul(chunk, int8))
     return out
 
 

@@ -137,3 +137,18 @@ def test_training_and_gradients_run_the_plain_modules():
     stem.eval().zero_grad()
     stem(mel).sum().backward()  # eval with gradients on: still differentiable
     assert stem.conv[1].conv1.weight.grad.abs().sum() > 0
+
+
+def test_int8_stem_quantises_the_wide_block_only_and_stays_close(chunking):
+    config = small_config()
+    stem = randomised_stem(config)
+    mel = torch.randn(2, config.n_mels, 300, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        exact = stem(mel)
+        stem.folded.quantise()
+        quantised = stem(mel)
+    first, second = stem.folded.weights(stem.conv)
+    assert first.strided_int8 is None and second.strided_int8 is not None  # one input channel: stays float
+    error = (quantised - exact).norm() / exact.norm()
+    assert 0 < error < 0.02  # int8 rounding of the second block's patches and weights: close, not exact
+    assert F.cosine_similarity(quantised.flatten(1), exact.flatten(1)).min() > 0.999
