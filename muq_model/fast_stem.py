@@ -1,8 +1,10 @@
 """The stem's eval-time fast path: BatchNorm folded into the convolutions, each residual block's conv1 and
-conv3 as one strided im2col matmul, conv2 by Winograd F(4x4, 3x3), channels last and a band of rows at a
-time. `Conv2dSubsampling` (muq.py) runs it for eval-mode fp32 CPU calls without gradients; it gives the
-plain modules' result to float32 rounding (tests/test_model_stem.py) in less time: 0.90 s instead of
-1.26 s per 10 s clip at full size on 2 threads, where the stem is ~70 % of the model's FLOPs.
+conv3 as one strided convolution (the first block's, with one input channel, an im2col matmul; the second
+block's, stride 2 x 2, a stride-2 Winograd algorithm with 81 products per 4 x 4 outputs instead of 144),
+conv2 by Winograd F(4x4, 3x3), channels last and a band of rows at a time. `Conv2dSubsampling` (muq.py)
+runs it for eval-mode fp32 CPU calls without gradients; it gives the plain modules' result to float32
+rounding (tests/test_model_stem.py) in less time: 0.90 s instead of 1.26 s per 10 s clip at full size on
+2 threads (before the stride-2 Winograd), where the stem is ~70 % of the model's FLOPs.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class FoldedRes2d:
     strided: torch.Tensor  # (9 * idim, 2 * odim): conv1 | conv3 as an im2col matrix, rows ordered (kh, kw, c)
     strided_bias: torch.Tensor  # (2 * odim,): conv1's bias | conv3's + conv2's
     winograd: torch.Tensor  # (36, odim, odim): conv2 in the Winograd domain (winograd_weights)
+    strided_winograd: torch.Tensor | None = None  # (81, idim, 2 * odim): conv1 | conv3 by stride-2 Winograd
     strided_int8: object = None  # int8 mode: `strided` and its bias packed by runtime.pack_int8, used instead
 
 
@@ -76,13 +79,20 @@ def fold_res2d(block, *, int8: bool = False) -> FoldedRes2d:
     strided = torch.cat([w1, w3])  # conv1 | conv3: one conv with 2 * odim outputs, as they share input and stride
     strided = strided.permute(2, 3, 1, 0).reshape(-1, strided.shape[0]).float()  # (9 * idim, 2 * odim)
     strided_bias = torch.cat([b1, b3 + b2]).float()  # conv2's bias rides on the shortcut
-    packed = pack_int8(strided.T, strided_bias) if int8 and block.conv1.in_channels > 1 else None
-    return FoldedRes2d(strided, strided_bias, winograd_weights(w2).float(), packed)
+    wide = block.conv1.in_channels > 1
+    packed = pack_int8(strided.T, strided_bias) if int8 and wide else None
+    fast_strided = None
+    if packed is None and wide and tuple(block.stride) == (2, 2):
+        fast_strided = winograd_weights(torch.cat([w1, w3]), stride=2).float()
+    return FoldedRes2d(strided, strided_bias, winograd_weights(w2).float(), fast_strided, packed)
 
 
 def forward_folded(x: torch.Tensor, folded: FoldedRes2d, stride: tuple[int, int]) -> torch.Tensor:
     """A Res2dModule's eval forward of one clip, channels last: (F, T, idim) -> (F / s_f, T / s_t, odim)."""
-    both = conv3x3_im2col(x, folded.strided, folded.strided_bias, stride, int8=folded.strided_int8)  # (F', T', 2 odim)
+    if folded.strided_winograd is not None:
+        both = winograd_conv3x3(x, folded.strided_winograd, stride=2).add_(folded.strided_bias)  # (F', T', 2 odim)
+    else:
+        both = conv3x3_im2col(x, folded.strided, folded.strided_bias, stride, int8=folded.strided_int8)
     main, shortcut = both.chunk(2, dim=-1)
     out = winograd_conv3x3(main, folded.winograd, relu_input=True)  # (F', T', odim), conv2 without its bias
     return F.relu_(out.add_(shortcut))
@@ -130,25 +140,43 @@ def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, st
 
 WINOGRAD_TILE = 4  # output tile m; input tile m + 2
 WINOGRAD_POINTS = (0.0, 1.0, -1.0, 2.0, -0.5)
+STRIDED_POINTS = (0.0, 1.0, -1.0, 0.5)  # F(4, 2) inside the stride-2 algorithm (strided_winograd_matrices)
 
 
-def winograd_matrices(m: int = WINOGRAD_TILE, points=WINOGRAD_POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cook-Toom matrices of F(m, 3) in float64: A^T (m, n), G (n, 3), B^T (n, n), n = m + 2, from n - 1
-    finite points and the point at infinity. In 1-D, y = A^T [(G g) * (B^T d)] is the correlation
-    y_i = sum_k g_k d_(i+k) of a 3-tap filter g with n inputs d."""
-    n = m + 2
+def winograd_matrices(m: int = WINOGRAD_TILE, points=WINOGRAD_POINTS, taps: int = 3
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cook-Toom matrices of F(m, taps) in float64: A^T (m, n), G (n, taps), B^T (n, n), n = m + taps - 1,
+    from n - 1 finite points and the point at infinity. In 1-D, y = A^T [(G g) * (B^T d)] is the
+    correlation y_i = sum_k g_k d_(i+k) of a filter g of `taps` taps with n inputs d."""
+    n = m + taps - 1
     if len(points) != n - 1:
-        raise ValueError(f"F({m}, 3) needs {n - 1} finite points, got {len(points)}")
+        raise ValueError(f"F({m}, {taps}) needs {n - 1} finite points, got {len(points)}")
     a_t = torch.zeros(m, n, dtype=torch.float64)
-    g = torch.zeros(n, 3, dtype=torch.float64)
+    g = torch.zeros(n, taps, dtype=torch.float64)
     b_t = torch.zeros(n, n, dtype=torch.float64)
     for j, p in enumerate(points):
         others = [q for q in points if q != p]
         a_t[:, j] = torch.tensor([p**i for i in range(m)], dtype=torch.float64)
-        g[j] = torch.tensor([1.0, p, p * p], dtype=torch.float64) / math.prod(p - q for q in others)
+        g[j] = torch.tensor([p**k for k in range(taps)], dtype=torch.float64) / math.prod(p - q for q in others)
         b_t[j, : n - 1] = polynomial_from_roots(others)
-    a_t[m - 1, n - 1] = g[n - 1, 2] = 1.0  # the point at infinity
+    a_t[m - 1, n - 1] = g[n - 1, taps - 1] = 1.0  # the point at infinity
     b_t[n - 1] = polynomial_from_roots(points)
+    return a_t, g, b_t
+
+
+def strided_winograd_matrices(m: int = WINOGRAD_TILE, points=STRIDED_POINTS
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A stride-2 3-tap correlation y_i = g_0 d_2i + g_1 d_(2i+1) + g_2 d_(2i+2) (m outputs from n = 2m + 1
+    inputs) with n products instead of 3m: taps 0 and 2 see the even inputs d_0, d_2, ... as a 2-tap
+    correlation, F(m, 2), and tap 1 multiplies the odd inputs one by one. A^T (m, n), G (n, 3), B^T (n, n)
+    in float64, used as winograd_matrices' are."""
+    a2, g2, b2 = winograd_matrices(m, points, taps=2)  # (m, m + 1), (m + 1, 2), (m + 1, m + 1)
+    k, n = m + 1, 2 * m + 1
+    a_t = torch.cat([a2, torch.eye(m, dtype=torch.float64)], dim=1)
+    g = torch.zeros(n, 3, dtype=torch.float64)
+    g[:k, 0], g[:k, 2], g[k:, 1] = g2[:, 0], g2[:, 1], 1.0
+    b_t = torch.zeros(n, n, dtype=torch.float64)
+    b_t[:k, 0::2], b_t[k:, 1::2] = b2, torch.eye(m, dtype=torch.float64)
     return a_t, g, b_t
 
 
@@ -160,25 +188,29 @@ def polynomial_from_roots(roots) -> torch.Tensor:
     return coefficients
 
 
-def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
-    """(O, I, 3, 3) -> (n * n, I, O): U = G w G^T per filter, tile points row-major, in float64."""
-    _, g, _ = winograd_matrices()
+def winograd_weights(weight: torch.Tensor, *, stride: int = 1) -> torch.Tensor:
+    """(O, I, 3, 3) -> (n * n, I, O): U = G w G^T per filter, tile points row-major, in float64, for
+    `winograd_conv3x3` with the same stride."""
+    _, g, _ = winograd_matrices() if stride == 1 else strided_winograd_matrices()
     n = g.shape[0]
     u = torch.einsum("ik,ockl,jl->ijco", g, weight.double(), g)  # (n, n, I, O)
     return u.reshape(n * n, weight.shape[1], weight.shape[0])
 
 
-def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, relu_input: bool = False) -> torch.Tensor:
-    """Stride-1 3x3 conv, padding 1, no bias, channels last: (H, W, C) -> (H, W, O) with weights from
-    `winograd_weights`, a band of tile rows at a time (STEM_CHUNK_BYTES per transform buffer).
+def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, stride: int = 1, relu_input: bool = False
+                     ) -> torch.Tensor:
+    """3x3 conv of stride 1 or 2 (both axes), padding 1, no bias, channels last: (H, W, C) ->
+    (ceil(H / stride), ceil(W / stride), O) with weights from `winograd_weights` of the same stride, a band
+    of tile rows at a time (STEM_CHUNK_BYTES per transform buffer).
     relu_input: conv of ReLU(x), the ReLU applied while x is copied into the padded buffer."""
-    a_t, _, b_t = winograd_matrices()
-    m, n = a_t.shape
-    in_transform = torch.kron(b_t, b_t).to(x.dtype)  # (n*n, n*n): B^T d B on flattened tiles
-    out_transform = torch.kron(a_t, a_t).to(x.dtype)  # (m*m, n*n): A^T M A
+    a_t, _, b_t = winograd_matrices() if stride == 1 else strided_winograd_matrices()
+    m, n = a_t.shape  # outputs and products per tile and axis; n inputs per tile and axis, m * stride apart
+    step = m * stride
+    a_t, b_t = a_t.to(x.dtype), b_t.to(x.dtype)
     h, w, c = x.shape
-    tiles_h, tiles_w = -(-h // m), -(-w // m)
-    padded = x.new_zeros(tiles_h * m + 2, tiles_w * m + 2, c)
+    h_out, w_out = -(-h // stride), -(-w // stride)
+    tiles_h, tiles_w = -(-h_out // m), -(-w_out // m)
+    padded = x.new_zeros(tiles_h * step + n - step, tiles_w * step + n - step, c)
     interior = padded[1 : h + 1, 1 : w + 1]
     if relu_input:
         torch.clamp(x, min=0, out=interior)
@@ -187,12 +219,14 @@ def winograd_conv3x3(x: torch.Tensor, weights: torch.Tensor, *, relu_input: bool
     out = x.new_empty(tiles_h, m, tiles_w, m, weights.shape[-1])
     rows = max(1, STEM_CHUNK_BYTES // (tiles_w * n * n * max(c, weights.shape[-1]) * x.element_size()))
     for r in range(0, tiles_h, rows):
-        slab = padded[r * m : (r + rows) * m + 2]  # input rows of tile rows r .. r + rows - 1
-        d = slab.unfold(0, n, m).unfold(1, n, m)  # (t_h, t_w, C, n, n): overlapping tiles, a view
+        slab = padded[r * step : (r + rows) * step + n - step]  # input rows of tile rows r .. r + rows - 1
+        d = slab.unfold(0, n, step).unfold(1, n, step)  # (t_h, t_w, C, n, n): overlapping tiles, a view
         t_h = d.shape[0]
-        d = d.permute(3, 4, 0, 1, 2).reshape(n * n, -1)  # (n*n, t_h t_w C)
-        v = (in_transform @ d).view(n * n, t_h * tiles_w, c)  # (n*n, P, C)
+        d = d.permute(3, 4, 0, 1, 2).reshape(n, n, -1)  # (n, n, t_h t_w C)
+        # B^T d B and A^T M A one axis at a time: 2 n^3 products per tile and channel instead of n^4
+        v = (b_t @ torch.matmul(b_t, d).view(n, -1)).view(n * n, t_h * tiles_w, c)  # (n*n, P, C)
         products = torch.bmm(v, weights)  # (n*n, P, O): per tile point, sum over channels
-        y = (out_transform @ products.view(n * n, -1)).view(m, m, t_h, tiles_w, -1)  # (m, m, t_h, t_w, O)
+        y = torch.matmul(a_t, (a_t @ products.view(n, -1)).view(m, n, -1))  # (m, m, P O)
+        y = y.view(m, m, t_h, tiles_w, -1)  # (m, m, t_h, t_w, O)
         out[r : r + t_h] = y.permute(2, 0, 3, 1, 4)
-    return out.view(tiles_h * m, tiles_w * m, -1)[:h, :w]
+    return out.view(tiles_h * m, tiles_w * m, -1)[:h_out, :w_out]
