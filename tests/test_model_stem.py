@@ -169,3 +169,18 @@ def test_int8_stem_quantises_the_wide_block_only_and_stays_close(chunking):
     error = (quantised - exact).norm() / exact.norm()
     assert 0 < error < 0.02  # int8 rounding of the second block's patches and weights: close, not exact
     assert F.cosine_similarity(quantised.flatten(1), exact.flatten(1)).min() > 0.999
+
+
+def test_kept_buffers_give_the_same_result_across_calls_and_shapes(chunking):
+    """The stem keeps its large intermediates from call to call (fast_stem.Scratch): a call after one of
+    another shape, or of the same shape, gives what a fresh stem gives."""
+    config = small_config()
+    stem, fresh = randomised_stem(config), randomised_stem(config)
+    generator = torch.Generator().manual_seed(8)
+    long, short = (torch.randn(2, config.n_mels, frames, generator=generator) for frames in (300, 37))
+    with torch.no_grad():
+        first = stem(long)
+        between = stem(short)
+        again = stem(long)
+        assert torch.equal(first, again) and torch.equal(between, fresh(short))
+        assert torch.equal(first, randomised_stem(config)(long))
