@@ -69,9 +69,10 @@ class FoldedStem:
 
 
 class Scratch:
-    """The stem's large intermediates (a 10 s clip's: ~400 MB in 5 buffers of 33-131 MB), kept from one clip
-    and call to the next: glibc maps every allocation over 32 MB afresh, and each fresh page costs a fault
-    (measured: 0.2 s of a 3.4 s 10 s clip at 1 thread). One buffer per name, replaced when its shape changes."""
+    """The stem's intermediates (full size, 10 s clips: 510 MiB, the padded images and results of each
+    convolution and the per-band temporaries), kept from one clip and call to the next: glibc maps every
+    allocation over 32 MB afresh and trims freed heap, and each fresh page costs a fault (measured: 0.2-0.3 s
+    of a 3.4 s 10 s clip at 1 thread). One buffer per name, replaced when its shape changes (`band`: grown)."""
 
     def __init__(self, buffers: dict | None = None, prefix: str = ""):
         self._buffers = {} if buffers is None else buffers

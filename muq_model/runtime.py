@@ -62,8 +62,9 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
 # ---- precision modes ---------------------------------------------------------------------------------
 # fp32: strict float32 everywhere (CUDA: no TF32). tf32 (CUDA only): float32 tensors, matmuls and
 # convolutions on TF32 tensor cores. bf16: autocast to bfloat16 (weights stay float32; LayerNorm and
-# softmax run in float32). int8 (CPU only): the audio tower's Linear layers dynamically quantised
-# (int8 weights per output channel, activations quantised per call). README "Precision modes" has the
+# softmax run in float32). int8 (CPU only): the audio tower's Linear layers and the stem's second-block
+# strided convolutions dynamically quantised (int8 weights per output channel, activations quantised per
+# call; fast_stem.FoldedStem.quantise). README "Precision modes" has the
 # measured cosines, retrieval agreement and speed of each.
 PRECISIONS = ("fp32", "tf32", "bf16", "int8")
 

@@ -184,3 +184,23 @@ def test_kept_buffers_give_the_same_result_across_calls_and_shapes(chunking):
         again = stem(long)
         assert torch.equal(first, again) and torch.equal(between, fresh(short))
         assert torch.equal(first, randomised_stem(config)(long))
+
+
+def test_concurrent_calls_do_not_share_buffers():
+    """Only one call at a time uses the kept buffers; another one, in another thread, allocates its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = small_config()
+    stem = randomised_stem(config)
+    mels = [torch.randn(1, config.n_mels, frames, generator=torch.Generator().manual_seed(frames))
+            for frames in (300, 301, 200, 150) * 3]
+    with torch.no_grad():
+        expected = [randomised_stem(config)(mel) for mel in mels]
+
+    def run(mel):
+        with torch.no_grad():
+            return stem(mel)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, mels))
+    assert all(torch.equal(a, b) for a, b in zip(results, expected, strict=True))
