@@ -46,7 +46,7 @@ class FoldedStem:
             for clip in mel:  # one clip at a time: the batch buys nothing at these sizes and bounds the memory
                 x = clip[:, :, None]  # (F, T, 1) channels last
                 for i, (block, weights) in enumerate(zip(blocks, folded, strict=True)):
-                    x = forward_folded(x, weights, block.stride, scratch.prefixed(f"{i}."))  # (F/4, T', C) at the end
+                    x = forward_folded(x, weights, block.stride, scratch.prefixed(f"{i}."))  # last: (F/4, T', C)
                 f, t, c = x.shape
                 out.append(x.permute(1, 2, 0).reshape(t, c * f))
             return torch.stack(out)
@@ -82,7 +82,8 @@ class Scratch:
         """A view of the same buffers under names starting with `prefix`."""
         return Scratch(self._buffers, self._prefix + prefix)
 
-    def get(self, name: str, shape: tuple, like: torch.Tensor, *, key: tuple = (), zeroed: bool = False) -> torch.Tensor:
+    def get(self, name: str, shape: tuple, like: torch.Tensor, *, key: tuple = (),
+            zeroed: bool = False) -> torch.Tensor:
         """An uninitialised (or, the first time, zeroed) buffer of `shape` named `name`, kept while `key`
         and the shape stay the same: a zeroed buffer whose callers write the same region every time (a padded
         image's interior, fixed by the image's shape in `key`) keeps its zeros elsewhere."""
@@ -173,9 +174,9 @@ def conv_output_shape(x: torch.Tensor, stride: tuple[int, int], channels: int) -
 def conv3x3_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: tuple[int, int], *,
                    int8=None, out: torch.Tensor | None = None, scratch: Scratch | None = None) -> torch.Tensor:
     """3x3 conv, padding 1, channels last, as patches @ weight: (H, W, C) -> (ceil(H/s_h), ceil(W/s_w), O),
-    a band of output rows at a time (STEM_CHUNK_BYTES of patches, in `scratch` when given), into `out` when given; with `int8`
-    (weight and bias packed by runtime.pack_int8) an int8 matmul, each band's patches quantised with their
-    own scale."""
+    a band of output rows at a time (STEM_CHUNK_BYTES of patches, in `scratch` when given), into `out` when
+    given; with `int8` (weight and bias packed by runtime.pack_int8) an int8 matmul, each band's patches
+    quantised with their own scale."""
     scratch = scratch or Scratch()
     h, w, c = x.shape
     padded = scratch.get("padded", (h + 2, w + 2, c), x, key=x.shape, zeroed=True)

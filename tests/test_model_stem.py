@@ -9,8 +9,13 @@ import torch.nn.functional as F
 
 from muq_model import fast_stem
 from muq_model.config import MuQConfig
-from muq_model.fast_stem import (conv3x3_im2col, strided_winograd_matrices, winograd_conv3x3, winograd_matrices,
-                                 winograd_weights)
+from muq_model.fast_stem import (
+    conv3x3_im2col,
+    strided_winograd_matrices,
+    winograd_conv3x3,
+    winograd_matrices,
+    winograd_weights,
+)
 from muq_model.muq import Conv2dSubsampling
 
 
