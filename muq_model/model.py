@@ -84,7 +84,8 @@ class MuQMuLan(nn.Module):
 
     def set_precision(self, precision: str | None = None) -> MuQMuLan:
         """Inference numerics (muq_model.runtime.PRECISIONS; None: the device's default): fp32, tf32
-        (CUDA), bf16 (autocast) or int8 (CPU; quantises the audio tower's Linears in place, for good).
+        (CUDA), bf16 (autocast) or int8 (CPU; quantises the audio tower's Linears and the stem's second block's
+        strided convolutions in place, for good).
         Recorded in fingerprint(). Call after moving the model to its device. Returns self."""
         precision = check_precision(precision, self.device)
         if self.precision == "int8" and precision != "int8":
@@ -92,6 +93,7 @@ class MuQMuLan(nn.Module):
         if precision == "int8" and self.precision != "int8":
             self._float_weights_hash = self.weights_hash()
             quantise_linears(self.audio)
+            self.audio.model.conv.folded.quantise()  # and the stem's wide strided convolutions
         self.precision = precision
         return self
 

@@ -62,8 +62,9 @@ def select_device(name: str | torch.device | None = "auto") -> torch.device:
 # ---- precision modes ---------------------------------------------------------------------------------
 # fp32: strict float32 everywhere (CUDA: no TF32). tf32 (CUDA only): float32 tensors, matmuls and
 # convolutions on TF32 tensor cores. bf16: autocast to bfloat16 (weights stay float32; LayerNorm and
-# softmax run in float32). int8 (CPU only): the audio tower's Linear layers dynamically quantised
-# (int8 weights per output channel, activations quantised per call). README "Precision modes" has the
+# softmax run in float32). int8 (CPU only): the audio tower's Linear layers and the stem's second-block
+# strided convolutions dynamically quantised (int8 weights per output channel, activations quantised per
+# call; fast_stem.FoldedStem.quantise). README "Precision modes" has the
 # measured cosines, retrieval agreement and speed of each.
 PRECISIONS = ("fp32", "tf32", "bf16", "int8")
 
@@ -138,18 +139,29 @@ class Int8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        weight = linear.weight.detach().float()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
-        zero = torch.zeros(weight.shape[0], dtype=torch.long)
-        quantised = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        self._packed = torch.ops.quantized.linear_prepack(quantised, bias)
+        self._packed = pack_int8(linear.weight.detach(), None if linear.bias is None else linear.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        out = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed, True)
+        out = int8_matmul(x.reshape(-1, shape[-1]), self._packed)
         return out.view(*shape[:-1], self.out_features)
+
+
+def pack_int8(weight: torch.Tensor, bias: torch.Tensor | None):
+    """A float (out, in) weight quantised to int8 (symmetric, one scale per output channel) and packed,
+    with its float bias, for `int8_matmul`."""
+    weight = weight.float()
+    scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+    zero = torch.zeros(weight.shape[0], dtype=torch.long)
+    quantised = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(quantised, None if bias is None else bias.float())
+
+
+def int8_matmul(x: torch.Tensor, packed) -> torch.Tensor:
+    """(N, in) float rows @ a `pack_int8` weight^T + bias -> (N, out) float32: the rows are quantised per
+    call (one scale for the whole matrix), the products accumulated in int32 (fbgemm/onednn)."""
+    return torch.ops.quantized.linear_dynamic(x.float().contiguous(), packed, True)
 
 
 def quantise_linears(module: nn.Module) -> nn.Module:

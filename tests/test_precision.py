@@ -52,6 +52,8 @@ def test_int8_mode_quantises_the_audio_tower_and_keeps_its_identity(tiny_model_d
     assert not any(type(m) is torch.nn.Linear for m in int8.audio.modules())
     assert any(type(m) is torch.nn.Linear for m in int8.text.modules())  # text stays fp32
     a, b = fp32.embed_clips(clips()), int8.embed_clips(clips())
+    stem = int8.audio.model.conv
+    assert [w.strided_int8 is not None for w in stem.folded.weights(stem.conv)] == [False, True]  # stem too
     cosine = F.cosine_similarity(a, b)
     assert (cosine > 0.99).all() and (cosine < 1 - 1e-7).any()
     assert torch.equal(fp32.embed_text(["calm piano"]), int8.embed_text(["calm piano"]))
