@@ -74,7 +74,7 @@ def test_neighbour_agreement_sees_what_the_vectors_separate_and_nothing_else():
     centres = {i: rng.normal(size=16) for i in set(instruments)}
     vectors = np.stack([centres[i] + 0.1 * rng.normal(size=16) for i in instruments]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    heard = neighbour_agreement(vectors, [{"instrument": i, "loudness": q} for i, q in zip(instruments, loudness)])
+    heard = neighbour_agreement(vectors, [{"instrument": i, "loudness": q} for i, q in zip(instruments, loudness, strict=True)])
     assert heard["instrument"]["agreement"] == 1.0
     assert heard["instrument"]["chance"] == pytest.approx(39 / 119)
     assert abs(heard["loudness"]["agreement"] - heard["loudness"]["chance"]) < 0.1
