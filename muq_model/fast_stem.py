@@ -29,6 +29,7 @@ class FoldedStem:
         self.int8 = False  # see quantise
         self._scratch = Scratch()
         self._scratch_lock = threading.Lock()
+        self._weights_lock = threading.Lock()
 
     def quantise(self) -> None:
         """The int8 mode: from now on the strided convolutions of every block with more than one input
@@ -59,13 +60,14 @@ class FoldedStem:
         snapshot they were made from (training steps, load_state_dict, in-place edits): exact, and a
         28 MB compare per clip (full size) instead of ~0.1 s of refolding."""
         sources = list(blocks.state_dict().values())
-        if self._sources is None or any(
-            a.shape != b.shape or not torch.equal(a, b) for a, b in zip(self._sources, sources, strict=True)
-        ):
-            with torch.no_grad():
-                self._sources = [t.clone() for t in sources]
-                self._blocks = [fold_res2d(b, int8=self.int8) for b in blocks]
-        return self._blocks
+        with self._weights_lock:  # a concurrent call must not see the new snapshot before its weights
+            if self._sources is None or any(
+                a.shape != b.shape or not torch.equal(a, b) for a, b in zip(self._sources, sources, strict=True)
+            ):
+                with torch.no_grad():
+                    self._blocks = [fold_res2d(b, int8=self.int8) for b in blocks]
+                    self._sources = [t.clone() for t in sources]
+            return self._blocks
 
 
 class Scratch:
@@ -89,7 +91,7 @@ class Scratch:
         image's interior, fixed by the image's shape in `key`) keeps its zeros elsewhere."""
         name, key = self._prefix + name, (tuple(shape), like.dtype, like.device, key)
         kept = self._buffers.get(name)
-        if kept is None or kept[0] != key:
+        if kept is None or kept[0] != key or stale(kept[1]):
             kept = key, like.new_zeros(shape) if zeroed else like.new_empty(shape)
             self._buffers[name] = kept
         return kept[1]
@@ -99,10 +101,16 @@ class Scratch:
         size asked for: the per-band temporaries of all convolutions take turns in it."""
         numel = math.prod(shape)
         kept = self._buffers.get(name)
-        if kept is None or kept[0] != (like.dtype, like.device) or kept[1].numel() < numel:
+        if kept is None or kept[0] != (like.dtype, like.device) or kept[1].numel() < numel or stale(kept[1]):
             kept = (like.dtype, like.device), like.new_empty(numel)
             self._buffers[name] = kept
         return kept[1][:numel].view(shape)
+
+
+def stale(buffer: torch.Tensor) -> bool:
+    """A buffer made under torch.inference_mode cannot be written outside it (e.g. after an inference
+    call, training's feature pass): such a buffer is replaced."""
+    return buffer.is_inference() and not torch.is_inference_mode_enabled()
 
 
 @dataclass

@@ -209,3 +209,16 @@ def test_concurrent_calls_do_not_share_buffers():
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, mels))
     assert all(torch.equal(a, b) for a, b in zip(results, expected, strict=True))
+
+
+def test_buffers_kept_from_an_inference_call_do_not_break_a_later_plain_call():
+    """Buffers made under torch.inference_mode cannot be written outside it; the stem replaces them (a
+    training run's feature pass after an inference call failed on this)."""
+    config = small_config()
+    stem = randomised_stem(config)
+    mel = torch.randn(1, config.n_mels, 300, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        first = stem(mel).clone()
+    with torch.no_grad():
+        again = stem(mel)
+    assert torch.equal(first, again)
