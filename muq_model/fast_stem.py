@@ -131,14 +131,14 @@ def fold_res2d(block, *, int8: bool = False) -> FoldedRes2d:
     w1, b1 = fold_batch_norm(block.conv1, block.bn1)
     w2, b2 = fold_batch_norm(block.conv2, block.bn2)
     w3, b3 = fold_batch_norm(block.conv3, block.bn3)
-    strided = torch.cat([w1, w3])  # conv1 | conv3: one conv with 2 * odim outputs, as they share input and stride
-    strided = strided.permute(2, 3, 1, 0).reshape(-1, strided.shape[0]).float()  # (9 * idim, 2 * odim)
+    both = torch.cat([w1, w3])  # conv1 | conv3: one conv with 2 * odim outputs, as they share input and stride
+    strided = both.permute(2, 3, 1, 0).reshape(-1, both.shape[0]).float()  # (9 * idim, 2 * odim)
     strided_bias = torch.cat([b1, b3 + b2]).float()  # conv2's bias rides on the shortcut
     wide = block.conv1.in_channels > 1
     packed = pack_int8(strided.T, strided_bias) if int8 and wide else None
     fast_strided = None
     if packed is None and wide and tuple(block.stride) == (2, 2):
-        fast_strided = winograd_weights(torch.cat([w1, w3]), stride=2).float()
+        fast_strided = winograd_weights(both, stride=2).float()
     return FoldedRes2d(strided, strided_bias, winograd_weights(w2).float(), fast_strided, packed)
 
 

@@ -241,10 +241,10 @@ def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: 
     drawn = [name for name, p in QUERY_WEIGHTS.items() if rng.random() < p or name in must]
     if not drawn:
         drawn = [str(rng.choice(list(QUERY_WEIGHTS)))]
+    required = [i for i, name in enumerate(drawn) if name in must]
     optional = [i for i, name in enumerate(drawn) if name not in must]
-    room = max(0, 4 - (len(drawn) - len(optional)))
-    keep = {i for i in range(len(drawn)) if i not in optional} | {optional[i] for i in rng.permutation(len(optional))[:room]}
-    chosen = [drawn[i] for i in sorted(keep)]
+    kept = required + [optional[i] for i in rng.permutation(len(optional))[: max(0, 4 - len(required))]]
+    chosen = [drawn[i] for i in sorted(kept)]
     shuffled = rng.random() < 0.5  # else in the order people usually say them ("slow sad piano, no drums")
     if shuffled:
         chosen = [chosen[i] for i in rng.permutation(len(chosen))]
