@@ -40,6 +40,10 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--group-size", type=int, default=0, help="with --group-by: items per group in a batch")
     group = parser.add_argument_group("what to train")
     group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
+    group.add_argument("--add-mel-summary", type=int, metavar="BANDS",
+                       help="give the audio tower a clip-level summary of the mel in BANDS bands (level, spread "
+                       "and change per band), added to its pooled output; it starts at zero, so a fine-tuned "
+                       "model starts from the vectors it made")
     group.add_argument("--freeze-stem", action="store_true",
                        help="keep the Conv2d stem fixed and cache its output: several times faster on a CPU")
     group.add_argument("--freeze-text", action="store_true", help="keep the MuLan text transformer fixed")
@@ -119,6 +123,13 @@ def run_train(args: argparse.Namespace) -> int:
             print("muqsearch train: give --model NAME_OR_PATH to fine-tune, or --init-config CONFIG_JSON",
                   file=sys.stderr)
             return 2
+        if args.add_mel_summary is not None:
+            try:
+                model.add_mel_summary(args.add_mel_summary)
+                model.audio.check_features(args.freeze_stem)
+            except ValueError as exc:
+                print(f"muqsearch train: --add-mel-summary {args.add_mel_summary}: {exc}", file=sys.stderr)
+                return 2
         config = TrainConfig(
             **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,
             train_audio=not args.freeze_audio, train_stem=not args.freeze_stem, train_text=not args.freeze_text,

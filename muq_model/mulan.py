@@ -101,8 +101,34 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+class MelSummary(nn.Module):
+    """Clip-level statistics of the normalised mel -> (B, dim), added to the audio tower's pooled output.
+
+    Per band of adjacent mels: the mean (level and pitch range), the spread over time and the mean
+    frame-to-frame change (how busy the band is). A small model's time-averaged Conformer state carries
+    these weakly: linear probes read the demo world's loudness from these statistics at 0.99 and from the
+    demo model's vectors without them at 0.57 (data/demo/model/MODEL_CARD.md). The last layer starts at
+    zero, so a tower that gains a summary (`MuQMuLan.add_mel_summary`) still makes the vectors it made."""
+
+    def __init__(self, n_mels: int, bands: int, dim: int):
+        super().__init__()
+        self.bands = bands
+        self.net = nn.Sequential(nn.Linear(3 * bands, dim), nn.GELU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) time-first normalised mel (or a time crop of it) -> (B, dim)."""
+        b, t, n_mels = mel.shape
+        bands = mel.float().reshape(b, t, self.bands, n_mels // self.bands).mean(dim=-1)  # (B, T, bands)
+        change = (bands[:, 1:] - bands[:, :-1]).abs().mean(dim=1) if t > 1 else torch.zeros_like(bands[:, 0])
+        stats = torch.cat([bands.mean(dim=1), bands.std(dim=1, unbiased=False), change], dim=-1)  # (B, 3 * bands)
+        return self.net(stats.to(mel.dtype))
+
+
 class AudioTower(nn.Module):
-    """MuQ -> hidden state `use_layer_idx` -> proj -> MuLan transformer -> mean over time.
+    """MuQ -> hidden state `use_layer_idx` -> proj -> MuLan transformer -> mean over time (+ MelSummary of
+    the clip's mel when the config asks for one).
 
     Training caches the tower's frozen front once per track (`features`: the mel, which has no
     parameters, or with a frozen stem the stem's output) and runs the rest per step on crops of it
@@ -114,14 +140,20 @@ class AudioTower(nn.Module):
         self.model = MuQModel(muq)
         self.proj = nn.Linear(muq.encoder_dim, transformer.dim)
         self.transformer = MuLanTransformer(transformer)
+        bands = model_config.mel_summary_bands
+        self.summary = MelSummary(muq.n_mels, bands, transformer.dim) if bands else None
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.model(clips)[self.use_layer_idx])
+        pooled = self.pool(self.model(clips)[self.use_layer_idx])
+        if self.summary is not None:
+            pooled = pooled + self.summary(self.model.features(clips).transpose(1, 2))
+        return pooled
 
     def features(self, clips: torch.Tensor, *, through_stem: bool = False) -> torch.Tensor:
         """(B, S) clips -> time-first features, without gradients: the normalised mel (B, T, n_mels), or
         with `through_stem` the Conv2d stem's output before its linear layer (B, T', C * F/4), computed in
         the tower's current mode (eval: BatchNorm running statistics, as at inference)."""
+        self.check_features(through_stem)
         with torch.no_grad():
             mel = self.model.features(clips)  # (B, n_mels, T)
             return self.model.conv.flat_features(mel) if through_stem else mel.transpose(1, 2)
@@ -129,10 +161,18 @@ class AudioTower(nn.Module):
     def forward_from_features(self, features: torch.Tensor, *, through_stem: bool = False) -> torch.Tensor:
         """Time-first `features` (or time crops of them) -> (B, dim), with gradients: the rest of `forward`,
         equal to it on the clips the features came from (tests/test_training.py)."""
+        self.check_features(through_stem)
         muq = self.model
         features = features.to(muq.compute_dtype)
         frames = muq.conv.linear(features) if through_stem else muq.conv(features.transpose(1, 2))  # (B, T', D)
-        return self.pool(muq.conformer(frames)[self.use_layer_idx])
+        pooled = self.pool(muq.conformer(frames)[self.use_layer_idx])
+        return pooled if self.summary is None else pooled + self.summary(features)
+
+    def check_features(self, through_stem: bool) -> None:
+        """A mel summary needs the mel, which the stem's cached output no longer is."""
+        if through_stem and self.summary is not None:
+            raise ValueError("this audio tower has a mel summary, which needs the mel: train it with the stem "
+                             "unfrozen (no --freeze-stem)")
 
     def features_per_second(self, *, through_stem: bool = False) -> float:
         """Time steps per second of audio in `features`."""
