@@ -38,6 +38,10 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                        help="a data field (dotted for nested, e.g. attributes.instrument) whose equal values are "
                             "batched together as hard negatives")
     group.add_argument("--group-size", type=int, default=0, help="with --group-by: items per group in a batch")
+    group.add_argument("--labels", metavar="FIELD", default=None,
+                       help="a data field holding a {kind: value} object per row (e.g. attributes): a classifier per "
+                            "kind on the audio latents adds its loss, so the audio tower keeps every kind apart")
+    group.add_argument("--label-weight", type=float, default=0.5, help="with --labels: the weight of that loss")
     group = parser.add_argument_group("what to train")
     group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
     group.add_argument("--add-mel-summary", type=int, metavar="BANDS",
@@ -105,7 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
             print("muqsearch train: precision int8 is for inference only (it quantises the audio tower); train in "
                   "fp32, tf32 (CUDA) or bf16", file=sys.stderr)
             return 2
-        items = [item for path in args.data for item in read_pairs(path, args.split, args.group_by)]
+        items = [item for path in args.data for item in read_pairs(path, args.split, args.group_by, args.labels)]
         eval_items = read_pairs(args.eval_data, args.eval_split) if args.eval_data else []
         torch.manual_seed(args.seed)  # every rank must start from the same weights
         if args.init_config:
@@ -132,6 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
                 return 2
         config = TrainConfig(
             **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,
+            label_weight=args.label_weight if args.labels else 0.0,
             train_audio=not args.freeze_audio, train_stem=not args.freeze_stem, train_text=not args.freeze_text,
             train_text_encoder=args.train_text_encoder, eval_every=args.eval_every, precision=precision,
         )

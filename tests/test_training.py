@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 from muq_model.config import MuQMuLanConfig
 from muq_model.model import MuQMuLan
-from muq_model.training import DataError, TrainConfig, read_pairs, train
+from muq_model.training import DataError, TrainConfig, TrainItem, read_pairs, train
+from muq_model.training.loop import LabelHeads
 
 INSTRUMENTS = ("piano", "organ", "bells", "flute", "brass", "strings")
 BASE = {"tempo": "medium", "mode": "major", "loudness": "loud", "rhythm": "none", "register": "middle",
@@ -161,6 +165,44 @@ def test_a_frozen_audio_tower_makes_the_same_vectors_after_training(tmp_path, da
     torch.testing.assert_close(model.eval().embed_text(["piano chords"]), text)
 
 
+def test_labels_are_read_per_item_and_rows_without_them_are_named(tmp_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"audio_path": "0.wav", "text": "x", "attributes": {"instrument": "piano", "tempo": "slow"}},
+            {"audio_path": "1.wav", "text": "y", "attributes": {"instrument": "organ"}},
+            {"audio_path": "2.wav", "text": "z", "attributes": "organ"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = read_pairs(data, labels="attributes")
+    assert [i.labels for i in items] == [{"instrument": "piano", "tempo": "slow"}, {"instrument": "organ"}]
+    assert "pairs.jsonl:3: no {kind: value} object in the --labels field 'attributes'" in capsys.readouterr().out
+    assert all(i.labels is None for i in read_pairs(data))
+
+
+def test_label_heads_map_values_and_leave_out_missing_kinds():
+    items = [TrainItem(Path("a.wav"), ["x"], labels={"mode": "minor", "tempo": "slow"}),
+             TrainItem(Path("b.wav"), ["y"], labels={"mode": "major"})]
+    heads = LabelHeads(items, 4)
+    assert heads.values == {"mode": ["major", "minor"], "tempo": ["slow"]}
+    assert heads.targets.tolist() == [[1, 0], [0, -1]]
+    latents = torch.randn(2, 4, requires_grad=True)
+    heads(latents, [0, 1]).backward()
+    assert latents.grad.abs().sum() > 0  # the loss reaches the audio latents
+    only_b = heads(latents[1:], [1])  # no tempo target in this batch: the mode head alone
+    torch.testing.assert_close(only_b, F.cross_entropy(heads.heads[0](latents[1:]), torch.tensor([0])))
+
+
+def test_the_label_loss_trains_and_its_heads_stay_out_of_the_saved_model(tmp_path, dataset):
+    torch.manual_seed(0)
+    model = MuQMuLan(tiny_config())
+    result = train(model, labelled(read_pairs(dataset)), tmp_path / "out", quick_config(label_weight=1.0), load)
+    assert result.losses[-1] < result.losses[0] - 0.3, result.losses
+    state = torch.load(tmp_path / "out" / "training_state.pt", weights_only=True)["module"]
+    assert any(k.startswith("labels.heads.") for k in state)  # resumable
+    reloaded = MuQMuLan.from_pretrained(tmp_path / "out")  # strict: no head in the model
+    torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
+    with pytest.raises(ValueError, match="--labels"):
+        train(MuQMuLan(tiny_config()), read_pairs(dataset), tmp_path / "none", quick_config(label_weight=1.0), load)
+
+
 def test_loss_switches_that_are_not_implemented_are_refused(tmp_path, dataset):
     """A config asking for the sigmoid or hierarchical loss must not silently train the softmax one."""
     config = tiny_config()
@@ -169,19 +211,30 @@ def test_loss_switches_that_are_not_implemented_are_refused(tmp_path, dataset):
         train(MuQMuLan(config), read_pairs(dataset), tmp_path / "out", quick_config(), load)
 
 
-def test_resume_continues_exactly(tmp_path, dataset):
-    items = read_pairs(dataset)
+def labelled(items):
+    """The items with two label kinds, one of them missing on the organ (ignored there)."""
+    for item in items:
+        item.labels = {"instrument": item.audio.stem}
+        if item.audio.stem != "organ":
+            item.labels["sustained"] = str(item.audio.stem in ("organ", "flute", "brass", "strings"))
+    return items
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_resume_continues_exactly(tmp_path, dataset, with_labels):
+    items = labelled(read_pairs(dataset)) if with_labels else read_pairs(dataset)
+    quick = partial(quick_config, label_weight=1.0 if with_labels else 0.0)
     torch.manual_seed(0)
     straight = MuQMuLan(tiny_config())
-    train(straight, items, tmp_path / "straight", quick_config(steps=8), load)
+    train(straight, items, tmp_path / "straight", quick(steps=8), load)
 
     torch.manual_seed(0)
     first = MuQMuLan(tiny_config())
-    train(first, items, tmp_path / "split", quick_config(steps=5), load)  # stops at 5 with a checkpoint
+    train(first, items, tmp_path / "split", quick(steps=5), load)  # stops at 5 with a checkpoint
     torch.manual_seed(1)  # a different init: everything must come from the checkpoint
     resumed = MuQMuLan(tiny_config())
     resumed.text.model.load_state_dict(first.text.model.state_dict())  # the frozen encoder is the same model
-    train(resumed, items, tmp_path / "split", quick_config(steps=8), load, resume=True)
+    train(resumed, items, tmp_path / "split", quick(steps=8), load, resume=True)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]

@@ -66,8 +66,8 @@ class BatchSampler:
                 break
         return batch
 
-    def next_batch(self, rank: int, world: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """This rank's (audio (B, T, features), [(text, mask)] * captions)."""
+    def next_batch(self, rank: int, world: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+        """This rank's (audio (B, T, features), [(text, mask)] * captions, item indices)."""
         indices = self.next_indices()
         crops, draws = [], [[] for _ in range(self.captions)]
         for i in indices:  # draw for the whole global batch so every rank's generator stays in step
@@ -80,7 +80,7 @@ class BatchSampler:
         for draw in draws:
             text, mask = pad_texts(draw[local])
             texts.append((text if text.dtype == torch.long else text.float(), mask))
-        return torch.stack(crops[local]).float(), texts
+        return torch.stack(crops[local]).float(), texts, indices[local]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "order": torch.tensor(self.order, dtype=torch.long)}

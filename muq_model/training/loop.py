@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from muq_model.contrastive import ContrastiveLoss
@@ -27,17 +28,47 @@ STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
 
 
-class ContrastiveModel(nn.Module):
-    """MuQMuLan + the contrastive loss as one module, so DDP sees every trained parameter."""
+class LabelHeads(nn.Module):
+    """The auxiliary label loss: one linear classifier per label kind on the unit audio latents.
 
-    def __init__(self, model, loss: ContrastiveLoss, frozen_stem: bool = False):
+    Contrastive batches reward only what tells a batch's clips apart, and in random batches instrument,
+    rhythm and tempo already do; the demo model kept loudness and register in its latents' length, which
+    the unit norm drops (MODEL_CARD). Classifying every labelled kind from the unit latent asks the tower
+    to put each kind into the latent's direction, where a text can point at it. Training only: the heads
+    are not part of the saved model."""
+
+    def __init__(self, items: Sequence[TrainItem], dim: int):
+        super().__init__()
+        kinds = sorted({kind for item in items for kind in (item.labels or {})})
+        self.values = {k: sorted({item.labels[k] for item in items if item.labels and k in item.labels}) for k in kinds}
+        self.heads = nn.ModuleList(nn.Linear(dim, len(v)) for v in self.values.values())
+        index = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.values.items()}
+        self.register_buffer("targets", torch.tensor(  # (items, kinds); -1: the item has no value of that kind
+            [[index[k].get((item.labels or {}).get(k), -1) for k in kinds] for item in items], dtype=torch.long,
+        ), persistent=False)
+
+    def forward(self, latents: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        """(B, dim) unit audio latents of items `indices` -> the mean cross-entropy over kinds."""
+        targets = self.targets[indices]  # (B, kinds)
+        losses = [F.cross_entropy(head(latents), targets[:, j], ignore_index=-1) for j, head in enumerate(self.heads)
+                  if (targets[:, j] >= 0).any()]
+        return torch.stack(losses).mean() if losses else latents.sum() * 0.0
+
+
+class ContrastiveModel(nn.Module):
+    """MuQMuLan + the contrastive loss (+ the label heads) as one module, so DDP sees every trained parameter."""
+
+    def __init__(self, model, loss: ContrastiveLoss, frozen_stem: bool = False, labels: LabelHeads | None = None,
+                 label_weight: float = 0.0):
         super().__init__()
         self.model, self.loss, self.frozen_stem = model, loss, frozen_stem
+        self.labels, self.label_weight = labels, label_weight
 
-    def forward(self, audio: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]],
+                indices: list[int] | None = None) -> torch.Tensor:
         """audio: (B, T, features) crops of Features.audio; texts: K draws of (B, L) ids or (B, L, width)
-        states with their (B, L) mask. The loss is averaged over the K caption draws: the costly audio
-        side runs once for all of them."""
+        states with their (B, L) mask; indices: the batch's items (for the label heads). The loss is averaged
+        over the K caption draws: the costly audio side runs once for all of them."""
         audio = self.model.encode_audio_features(audio, through_stem=self.frozen_stem)
         losses = []
         for text, mask in texts:
@@ -46,13 +77,17 @@ class ContrastiveModel(nn.Module):
             else:
                 latents = self.model.encode_text_features(text, mask)
             losses.append(self.loss(audio, latents))
-        return torch.stack(losses).mean()
+        loss = torch.stack(losses).mean()
+        if self.labels is not None:
+            loss = loss + self.label_weight * self.labels(audio, indices)
+        return loss
 
 
 @dataclass
 class TrainConfig(Schedule):
     captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
     group_size: int = 0  # > 0: batches of this many items per group (TrainItem.group), as hard negatives
+    label_weight: float = 0.0  # > 0: add the label heads' loss (LabelHeads; TrainItem.labels) at this weight
     train_audio: bool = True
     train_stem: bool = True  # False: keep the Conv2d stem as it is and cache its output (much faster)
     train_text: bool = True
@@ -102,17 +137,22 @@ def train(
     # rank_contrast only picks the official class that gathers across ranks; ours always does (Q-T1).
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
                            decoupled=mulan.decoupled_contrastive_learning)
-    module = ContrastiveModel(model, loss, frozen_stem)
+    model.eval()  # cached stem features use BatchNorm running statistics, as at inference
+    kept, features = prepare_features(model, items, load_audio, frozen_stem=frozen_stem, progress=rank == 0)
+    if len(kept) < 2:
+        raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
+    labels = None
+    if config.label_weight > 0:
+        if not any(item.labels for item in kept):
+            raise ValueError("label_weight > 0 needs items with labels (train --labels FIELD)")
+        labels = LabelHeads(kept, model.dim).to(model.device)
+    module = ContrastiveModel(model, loss, frozen_stem, labels, config.label_weight)
     if world > 1:
         sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every part of the model is frozen")
 
-    model.eval()  # cached stem features use BatchNorm running statistics, as at inference
-    kept, features = prepare_features(model, items, load_audio, frozen_stem=frozen_stem, progress=rank == 0)
-    if len(kept) < 2:
-        raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
     sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * features.frames_per_second), config.seed,
                            config.captions_per_step, [item.group for item in kept], config.group_size)
     held_out = load_held_out(eval_items, load_audio) if (eval_items and evaluate and rank == 0) else None
@@ -146,9 +186,9 @@ def train(
     try:
         while step < config.steps:
             lr = clock.learning_rate(step)
-            mel, texts = sampler.next_batch(rank, world)
+            mel, texts, indices = sampler.next_batch(rank, world)
             with precision_context(config.precision, model.device):  # the forward only; weights stay fp32
-                value = runner(mel, texts)
+                value = runner(mel, texts, indices)
             optimize(optimizer, value, lr)
             step += 1
             window.append(mean_over_ranks(value.detach()))
