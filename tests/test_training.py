@@ -187,7 +187,9 @@ def test_label_heads_map_values_and_leave_out_missing_kinds():
     heads(latents, [0, 1]).backward()
     assert latents.grad.abs().sum() > 0  # the loss reaches the audio latents
     only_b = heads(latents[1:], [1])  # no tempo target in this batch: the mode head alone
-    torch.testing.assert_close(only_b, F.cross_entropy(heads.heads[0](latents[1:]), torch.tensor([0])))
+    torch.testing.assert_close(only_b, F.cross_entropy(heads.logits(latents[1:], 0), torch.tensor([0])))
+    prototype = F.normalize(heads.prototypes[0][0], dim=0)  # a latent on value 0's prototype: the cosine bound
+    assert heads.logits(prototype[None], 0)[0, 0].item() == pytest.approx(heads.scale)
 
 
 def test_the_label_loss_trains_and_its_heads_stay_out_of_the_saved_model(tmp_path, dataset):
@@ -196,7 +198,7 @@ def test_the_label_loss_trains_and_its_heads_stay_out_of_the_saved_model(tmp_pat
     result = train(model, labelled(read_pairs(dataset)), tmp_path / "out", quick_config(label_weight=1.0), load)
     assert result.losses[-1] < result.losses[0] - 0.3, result.losses
     state = torch.load(tmp_path / "out" / "training_state.pt", weights_only=True)["module"]
-    assert any(k.startswith("labels.heads.") for k in state)  # resumable
+    assert any(k.startswith("labels.prototypes.") for k in state)  # resumable
     reloaded = MuQMuLan.from_pretrained(tmp_path / "out")  # strict: no head in the model
     torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
     with pytest.raises(ValueError, match="--labels"):

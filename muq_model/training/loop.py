@@ -29,29 +29,35 @@ LOG_FILE = "train_log.jsonl"
 
 
 class LabelHeads(nn.Module):
-    """The auxiliary label loss: one linear classifier per label kind on the unit audio latents.
+    """The auxiliary label loss: per label kind, a cosine classifier on the unit audio latents.
 
     Contrastive batches reward only what tells a batch's clips apart, and in random batches instrument,
     rhythm and tempo already do; the demo model kept loudness and register in its latents' length, which
-    the unit norm drops (MODEL_CARD). Classifying every labelled kind from the unit latent asks the tower
-    to put each kind into the latent's direction, where a text can point at it. Training only: the heads
-    are not part of the saved model."""
+    the unit norm drops (MODEL_CARD). Each value of a kind gets a unit prototype and the logits are
+    `scale` x the cosine to it: unlike a free linear head, which can read a kind off a tiny direction
+    by growing its weights, this asks for an angle between values as large as retrieval uses, where a
+    text can point at it. Training only: the prototypes are not part of the saved model."""
 
-    def __init__(self, items: Sequence[TrainItem], dim: int):
+    def __init__(self, items: Sequence[TrainItem], dim: int, scale: float = 10.0):
         super().__init__()
         kinds = sorted({kind for item in items for kind in (item.labels or {})})
         self.values = {k: sorted({item.labels[k] for item in items if item.labels and k in item.labels}) for k in kinds}
-        self.heads = nn.ModuleList(nn.Linear(dim, len(v)) for v in self.values.values())
+        self.scale = scale
+        self.prototypes = nn.ParameterList(nn.Parameter(torch.randn(len(v), dim)) for v in self.values.values())
         index = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.values.items()}
         self.register_buffer("targets", torch.tensor(  # (items, kinds); -1: the item has no value of that kind
             [[index[k].get((item.labels or {}).get(k), -1) for k in kinds] for item in items], dtype=torch.long,
         ), persistent=False)
 
+    def logits(self, latents: torch.Tensor, kind: int) -> torch.Tensor:
+        """(B, dim) unit latents -> (B, values of kind `kind`)."""
+        return self.scale * latents @ F.normalize(self.prototypes[kind], dim=-1).T
+
     def forward(self, latents: torch.Tensor, indices: list[int]) -> torch.Tensor:
         """(B, dim) unit audio latents of items `indices` -> the mean cross-entropy over kinds."""
         targets = self.targets[indices]  # (B, kinds)
-        losses = [F.cross_entropy(head(latents), targets[:, j], ignore_index=-1) for j, head in enumerate(self.heads)
-                  if (targets[:, j] >= 0).any()]
+        losses = [F.cross_entropy(self.logits(latents, j), targets[:, j], ignore_index=-1)
+                  for j in range(len(self.prototypes)) if (targets[:, j] >= 0).any()]
         return torch.stack(losses).mean() if losses else latents.sum() * 0.0
 
 
