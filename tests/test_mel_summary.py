@@ -97,3 +97,9 @@ def test_train_grows_a_summary_and_refuses_it_with_a_frozen_stem(tmp_path, tiny_
     trained = MuQMuLan.from_pretrained(tmp_path / "out")
     assert trained.config.audio_model.mel_summary_bands == 8
     assert trained.audio.summary.net[-1].weight.abs().max() > 0  # it trained from zero
+    # a text-side stage on top: the frozen tower caches the mel (not the stem's output) for its summary
+    text_stage = [*common[:3], str(tmp_path / "out"), *common[6:], "--freeze-audio", "--out", str(tmp_path / "text")]
+    assert main(text_stage) == 0
+    audio = clips()
+    torch.testing.assert_close(MuQMuLan.from_pretrained(tmp_path / "text").embed_clips(audio),
+                               trained.eval().embed_clips(audio), rtol=0, atol=0)

@@ -133,7 +133,10 @@ def train(
         raise ValueError(f"batch size {config.batch_size} must be divisible by the {world} ranks")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
+    # A frozen stem's output is cached instead of the mel, except for a wholly frozen tower with a mel summary,
+    # which reads the mel (a trained tower with one and a frozen stem is refused by the tower).
     frozen_stem = not (config.train_audio and config.train_stem)
+    cache_stem = frozen_stem and (model.audio.summary is None or config.train_audio)
     model.freeze(audio=not config.train_audio, stem=frozen_stem, text=not config.train_text,
                  text_encoder=not config.train_text_encoder)
     mulan = model.config.mulan
@@ -144,7 +147,7 @@ def train(
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
                            decoupled=mulan.decoupled_contrastive_learning)
     model.eval()  # cached stem features use BatchNorm running statistics, as at inference
-    kept, features = prepare_features(model, items, load_audio, frozen_stem=frozen_stem, progress=rank == 0)
+    kept, features = prepare_features(model, items, load_audio, frozen_stem=cache_stem, progress=rank == 0)
     if len(kept) < 2:
         raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
     labels = None
@@ -152,7 +155,7 @@ def train(
         if not any(item.labels for item in kept):
             raise ValueError("label_weight > 0 needs items with labels (train --labels FIELD)")
         labels = LabelHeads(kept, model.dim).to(model.device)
-    module = ContrastiveModel(model, loss, frozen_stem, labels, config.label_weight)
+    module = ContrastiveModel(model, loss, cache_stem, labels, config.label_weight)
     if world > 1:
         sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
     params = [p for p in module.parameters() if p.requires_grad]
