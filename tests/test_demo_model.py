@@ -54,15 +54,8 @@ def library_vectors():
     return model, records, audio / np.linalg.norm(audio, axis=1, keepdims=True)
 
 
-KNOWN_MISSES = {"quiet bells with no drums": "the demo model finds bells but hears neither loudness nor the absence "
-                                              "of drums well enough (model card, Known limits)"}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("query, expected", [
-    pytest.param(q, e, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[q])] if q in KNOWN_MISSES else [])
-    for q, e in EXAMPLE_QUERIES
-])
+@pytest.mark.parametrize("query, expected", EXAMPLE_QUERIES)
 def test_example_query_finds_clips_with_its_attributes(library_vectors, query, expected):
     """Over the whole demo library, at least 2 of the example query's top 3 clips carry all its attributes."""
     model, records, audio = library_vectors
