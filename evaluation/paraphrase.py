@@ -4,8 +4,8 @@
 
 Every query of the set (JSONL ``{"query", "attributes"}``, ``evaluation/sets/paraphrase_queries.jsonl``:
 synonyms, paraphrases, one-word queries, long sentences and misspellings, written apart from the caption
-templates and never used for training or model selection) is ranked against the whole demo world (720
-clips) by cosine similarity, as the search ranks them. A query passes when ALL of its top 3 clips carry
+templates and never used for training; the demo model card says how it entered a model choice) is ranked
+against the whole demo world (720 clips) by cosine similarity, as the search ranks them. A query passes when ALL of its top 3 clips carry
 every attribute it names (truth: each clip's generated attributes). Reported: the share of passing
 queries with a seeded bootstrap 95 % CI over queries, the same per attribute kind (the share of queries
 naming that kind whose top 3 all carry its named value), every miss with what its top 3 carry, and the
