@@ -111,9 +111,7 @@ class MuQMuLan(nn.Module):
         except ValueError:
             self.config.audio_model.mel_summary_bands = None
             raise
-        self.audio.summary = MelSummary(self.config.muq.n_mels, bands, self.config.audio_transformer.dim).to(
-            self.device, self.dtype
-        )
+        self.audio.summary = MelSummary(bands, self.config.audio_transformer.dim).to(self.device, self.dtype)
         return self
 
     # ---- differentiable paths (training) ------------------------------------------------------------

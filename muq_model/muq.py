@@ -256,16 +256,21 @@ class MuQModel(nn.Module):
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """Normalised mel (B, n_mels, T_mel), computed in fp32 without gradients (the front end has no
         parameters), then cast to the compute dtype (spec Q-D1 fix)."""
+        self.check_wave(wave)
         with torch.no_grad():
             return self.mel(wave).to(self.compute_dtype)
 
-    def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def check_wave(self, wave: torch.Tensor) -> None:
+        """A clear error for what the mel front end cannot take."""
         if wave.dim() != 2:
             raise ValueError(f"MuQModel expects a (batch, samples) waveform, got shape {tuple(wave.shape)}")
         if wave.shape[1] <= self.config.n_fft // 2:
             raise ValueError(
                 f"waveform of {wave.shape[1]} samples is too short: MuQ needs more than {self.config.n_fft // 2}"
             )
+
+    def forward(self, wave: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        self.check_wave(wave)
         if self.training:  # BatchNorm statistics over the whole batch, as upstream
             h0 = self.conv(self.features(wave))  # (B, T', D)
         else:
