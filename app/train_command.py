@@ -48,6 +48,9 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                        help="give the audio tower a clip-level summary of the mel in BANDS bands (level, spread "
                        "and change per band), added to its pooled output; it starts at zero, so a fine-tuned "
                        "model starts from the vectors it made")
+    group.add_argument("--add-rhythm-summary", type=int, metavar="GROUPS",
+                       help="give the audio tower the autocorrelations of its onsets in GROUPS groups of mels "
+                       "(beat period, note rate), added to its pooled output; starts at zero like --add-mel-summary")
     group.add_argument("--freeze-stem", action="store_true",
                        help="keep the Conv2d stem fixed and cache its output: several times faster on a CPU")
     group.add_argument("--freeze-text", action="store_true", help="keep the MuLan text transformer fixed")
@@ -127,12 +130,15 @@ def run_train(args: argparse.Namespace) -> int:
             print("muqsearch train: give --model NAME_OR_PATH to fine-tune, or --init-config CONFIG_JSON",
                   file=sys.stderr)
             return 2
-        if args.add_mel_summary is not None:
+        for flag, parts, grow in (("--add-mel-summary", args.add_mel_summary, model.add_mel_summary),
+                                  ("--add-rhythm-summary", args.add_rhythm_summary, model.add_rhythm_summary)):
+            if parts is None:
+                continue
             try:
-                model.add_mel_summary(args.add_mel_summary)
+                grow(parts)
                 model.audio.check_features(args.freeze_stem)
             except ValueError as exc:
-                print(f"muqsearch train: --add-mel-summary {args.add_mel_summary}: {exc}", file=sys.stderr)
+                print(f"muqsearch train: {flag} {parts}: {exc}", file=sys.stderr)
                 return 2
         config = TrainConfig(
             **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,

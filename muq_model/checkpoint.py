@@ -117,22 +117,28 @@ def _preview(items: list[str], limit: int = 8) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors or a .bin file; .bin is read with weights_only=True (no unpickling of
-    arbitrary objects)."""
+    arbitrary objects). Each tensor is in memory aligned as a fresh one is: a tensor read from a file can sit
+    at any byte offset, and CPU kernels round differently at different alignments, so a loaded model would
+    make vectors an ulp away from the same model before saving."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            return load_file(str(path))
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, truncated, or a pickle with non-tensor objects
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"checkpoint {path} is not a flat mapping of names to tensors")
+    for key, tensor in state.items():
+        if tensor.data_ptr() % 64:
+            state[key] = tensor.clone()
     return state
 
 

@@ -119,6 +119,8 @@ class ModalModelConfig:
         encoder small.
       * `mel_summary_bands` (audio): give the tower a clip-level summary of the mel in this many bands
         (`mulan.MelSummary`), added to its pooled output; the demo model has one, official models do not.
+      * `rhythm_summary_groups` (audio): give the tower the autocorrelations of its onsets in this many groups
+        of mels (`mulan.RhythmSummary`), added the same way; absent from official models.
     """
 
     name: str = ""
@@ -129,6 +131,7 @@ class ModalModelConfig:
     external_weights: bool = False
     weights_sha256: str | None = None
     mel_summary_bands: int | None = None
+    rhythm_summary_groups: int | None = None
 
 
 @dataclass
@@ -219,13 +222,14 @@ class MuQMuLanConfig:
                 f"config audio_model.model_dim={self.audio_model.model_dim} differs from the MuQ encoder "
                 f"width {self.muq.encoder_dim}"
             )
-        if self.text_model.mel_summary_bands is not None:
-            raise ValueError("config text_model.mel_summary_bands: a mel summary belongs to the audio model")
-        bands = self.audio_model.mel_summary_bands
-        if bands is not None and (bands < 1 or self.muq.n_mels % bands):
-            raise ValueError(
-                f"config audio_model.mel_summary_bands={bands} must be a positive divisor of n_mels={self.muq.n_mels}"
-            )
+        for key in ("mel_summary_bands", "rhythm_summary_groups"):
+            if getattr(self.text_model, key) is not None:
+                raise ValueError(f"config text_model.{key}: a summary of the mel belongs to the audio model")
+            parts = getattr(self.audio_model, key)
+            if parts is not None and (parts < 1 or self.muq.n_mels % parts):
+                raise ValueError(
+                    f"config audio_model.{key}={parts} must be a positive divisor of n_mels={self.muq.n_mels}"
+                )
         hidden = self.text_encoder_config["hidden_size"]
         expected = self.text_model.model_dim if self.text_model.model_dim is not None else self.text_transformer.dim
         if hidden != expected:
@@ -242,7 +246,7 @@ class MuQMuLanConfig:
         for section in ("mulan", "audio_model", "text_model", "audio_transformer", "text_transformer"):
             values = dataclasses.asdict(getattr(self, section))
             if section.endswith("_model"):
-                for key in ("muq", "hf_config", "weights_sha256", "mel_summary_bands"):
+                for key in ("muq", "hf_config", "weights_sha256", "mel_summary_bands", "rhythm_summary_groups"):
                     if values[key] is None:
                         values.pop(key)
                 if not values["external_weights"]:

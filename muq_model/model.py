@@ -21,7 +21,7 @@ from torch import nn
 from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embedding
 from muq_model.config import MuQMuLanConfig
 from muq_model.identity import vector_space
-from muq_model.mulan import AudioTower, MelSummary, TextTower
+from muq_model.mulan import AudioTower, MelSummary, RhythmSummary, TextTower
 from muq_model.runtime import check_precision, precision_context, quantise_linears
 
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
@@ -101,17 +101,25 @@ class MuQMuLan(nn.Module):
         """Give the audio tower a clip-level mel summary in `bands` bands (`mulan.MelSummary`, config
         `audio_model.mel_summary_bands`) before fine-tuning; it starts at zero, so the model still makes the
         vectors it made until training moves it. Returns self."""
-        if self.audio.summary is not None:
-            raise ValueError("this model's audio tower already has a mel summary")
+        return self._grow_audio("summary", "mel_summary_bands", bands, MelSummary, "a mel summary")
+
+    def add_rhythm_summary(self, groups: int) -> MuQMuLan:
+        """Give the audio tower the onset autocorrelations of `groups` groups of mels (`mulan.RhythmSummary`,
+        config `audio_model.rhythm_summary_groups`); it starts at zero like `add_mel_summary`. Returns self."""
+        return self._grow_audio("rhythm", "rhythm_summary_groups", groups, RhythmSummary, "a rhythm summary")
+
+    def _grow_audio(self, attribute: str, field: str, parts: int, module: type[nn.Module], what: str) -> MuQMuLan:
+        if getattr(self.audio, attribute) is not None:
+            raise ValueError(f"this model's audio tower already has {what}")
         if self.precision == "int8":
             raise ValueError("this model's audio tower is quantised to int8; load it again to change it")
-        self.config.audio_model.mel_summary_bands = bands
+        setattr(self.config.audio_model, field, parts)
         try:
             self.config.validate()
         except ValueError:
-            self.config.audio_model.mel_summary_bands = None
+            setattr(self.config.audio_model, field, None)
             raise
-        self.audio.summary = MelSummary(bands, self.config.audio_transformer.dim).to(self.device, self.dtype)
+        setattr(self.audio, attribute, module(parts, self.config.audio_transformer.dim).to(self.device, self.dtype))
         return self
 
     # ---- differentiable paths (training) ------------------------------------------------------------

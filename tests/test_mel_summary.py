@@ -1,5 +1,6 @@
-"""The audio tower's clip-level mel summary: it starts at zero when a model gains one, the training fast path
-equals the model with it, it round-trips through config.json, and what cannot work is refused by name."""
+"""The audio tower's clip-level mel and rhythm summaries: each starts at zero when a model gains it, the
+training fast path equals the model with them, they round-trip through config.json, the statistics carry what
+they are for (level; beat period), and what cannot work is refused by name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from data.demo.synth import SAMPLE_RATE, ClipSpec, render
 from muq_model.config import MuQMuLanConfig
 from muq_model.model import MuQMuLan
+from muq_model.mulan import RhythmSummary
 
 ATTRIBUTES = {"instrument": "piano", "tempo": "medium", "mode": "major", "rhythm": "none", "register": "middle",
               "texture": "chords", "bass": "none"}
@@ -35,27 +37,50 @@ def test_a_model_that_gains_a_summary_makes_the_vectors_it_made():
     torch.manual_seed(0)
     model = MuQMuLan(MuQMuLanConfig.tiny()).eval()
     before = model.embed_clips(clips())
-    model.add_mel_summary(8)
-    assert model.config.audio_model.mel_summary_bands == 8
+    model.add_mel_summary(8).add_rhythm_summary(4)
+    assert (model.config.audio_model.mel_summary_bands, model.config.audio_model.rhythm_summary_groups) == (8, 4)
     torch.testing.assert_close(model.embed_clips(clips()), before, rtol=0, atol=0)
     with pytest.raises(ValueError, match="already has a mel summary"):
         model.add_mel_summary(8)
+    with pytest.raises(ValueError, match="already has a rhythm summary"):
+        model.add_rhythm_summary(4)
 
 
-def test_a_trained_summary_moves_the_vectors_and_the_fast_path_equals_the_model(tmp_path):
-    model = grown_model()
+@pytest.mark.parametrize(("attribute", "field"), [("summary", "mel_summary_bands"),
+                                                  ("rhythm", "rhythm_summary_groups")])
+def test_a_trained_summary_moves_the_vectors_and_the_fast_path_equals_the_model(tmp_path, attribute, field):
+    model = grown_model().add_rhythm_summary(4)
     audio = clips()
     before = model.embed_clips(audio)
     with torch.no_grad():  # as training would: the last layer leaves zero
-        torch.nn.init.normal_(model.audio.summary.net[-1].weight, std=0.5)
+        torch.nn.init.normal_(getattr(model.audio, attribute).net[-1].weight, std=0.5)
     after = model.embed_clips(audio)
     assert (after - before).abs().max() > 1e-3
     with torch.no_grad():
         mel = model.audio.features(audio)
         torch.testing.assert_close(model.encode_audio_features(mel), model.encode_audio(audio))
     reloaded = MuQMuLan.from_pretrained(model.save_pretrained(tmp_path / "model"))
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["audio_model"]["mel_summary_bands"] == 8
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["audio_model"][field] in (4, 8)
     torch.testing.assert_close(reloaded.eval().embed_clips(audio), after, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bpm", [75.0, 140.0])
+def test_the_rhythm_summary_peaks_at_the_beat_period(bpm):
+    """Chords struck on every beat, no drums: the onsets over all mels correlate at one beat's lag and not
+    at half or three quarters of it; a 4 s crop gives the correlations of the whole 8 s clip."""
+    model = MuQMuLan(MuQMuLanConfig.tiny()).eval().add_rhythm_summary(4)
+    model.audio.rhythm.net = torch.nn.Identity()  # read the correlations themselves
+    spec = ClipSpec({**ATTRIBUTES, "loudness": "loud"}, bpm=bpm, tonic=0, seconds=8.0, seed=1)
+    mel = model.audio.features(torch.as_tensor(render(spec))[None])
+    whole = model.audio.rhythm(mel).reshape(5, -1)  # (4 groups + all mels, lags)
+    crop = model.audio.rhythm(mel[:, :400]).reshape(5, -1)
+    beat = 6000 / bpm  # frames of 10 ms
+
+    def at(frames: float) -> float:
+        return whole[-1, min(range(len(RhythmSummary.LAGS)), key=lambda i: abs(RhythmSummary.LAGS[i] - frames))]
+
+    assert at(beat) > 0.5 and at(beat / 2) < 0.1 and at(beat * 3 / 4) < 0.1, whole[-1]
+    assert (whole - crop).abs().mean() < 0.03
 
 
 def test_the_summary_sees_the_level_that_a_quiet_copy_drops():
@@ -68,19 +93,24 @@ def test_the_summary_sees_the_level_that_a_quiet_copy_drops():
     assert level > 0.5, stats  # -13 vs -32 dBFS over a mel_std of 18.4 dB is ~1.0
 
 
-def test_official_configs_have_no_summary_and_bad_band_counts_are_refused():
-    assert "mel_summary_bands" not in MuQMuLanConfig().to_dict()["audio_model"]
+@pytest.mark.parametrize("field", ["mel_summary_bands", "rhythm_summary_groups"])
+def test_official_configs_have_no_summary_and_bad_band_counts_are_refused(field):
+    assert field not in MuQMuLanConfig().to_dict()["audio_model"]
     config = MuQMuLanConfig.tiny()
-    config.audio_model.mel_summary_bands = 7
-    with pytest.raises(ValueError, match="mel_summary_bands=7"):
+    setattr(config.audio_model, field, 7)
+    with pytest.raises(ValueError, match=f"{field}=7"):
         config.validate()
-    config.audio_model.mel_summary_bands = None
-    config.text_model.mel_summary_bands = 4
-    with pytest.raises(ValueError, match="text_model.mel_summary_bands"):
+    setattr(config.audio_model, field, None)
+    setattr(config.text_model, field, 4)
+    with pytest.raises(ValueError, match=f"text_model.{field}"):
         config.validate()
 
 
-def test_train_grows_a_summary_and_refuses_it_with_a_frozen_stem(tmp_path, tiny_model_dir, capsys):
+@pytest.mark.parametrize(("flag", "parts", "attribute", "field"),
+                         [("--add-mel-summary", "8", "summary", "mel_summary_bands"),
+                          ("--add-rhythm-summary", "4", "rhythm", "rhythm_summary_groups")])
+def test_train_grows_a_summary_and_refuses_it_with_a_frozen_stem(tmp_path, tiny_model_dir, capsys, flag, parts,
+                                                                 attribute, field):
     from app.cli import main
 
     sf.write(tmp_path / "a.wav", clips(3.0)[0].numpy(), SAMPLE_RATE)
@@ -89,14 +119,14 @@ def test_train_grows_a_summary_and_refuses_it_with_a_frozen_stem(tmp_path, tiny_
         json.dumps({"audio_path": "a.wav", "captions": ["loud piano"]}) + "\n"
         + json.dumps({"audio_path": "b.wav", "captions": ["quiet piano"]}) + "\n"
     )
-    common = ["train", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_model_dir), "--add-mel-summary", "8",
+    common = ["train", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_model_dir), flag, parts,
               "--steps", "2", "--batch-size", "2", "--crop-seconds", "2", "--log-every", "1", "--device", "cpu"]
     assert main([*common, "--out", str(tmp_path / "frozen"), "--freeze-stem"]) == 2
     assert "--freeze-stem" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "out")]) == 0
     trained = MuQMuLan.from_pretrained(tmp_path / "out")
-    assert trained.config.audio_model.mel_summary_bands == 8
-    assert trained.audio.summary.net[-1].weight.abs().max() > 0  # it trained from zero
+    assert getattr(trained.config.audio_model, field) == int(parts)
+    assert getattr(trained.audio, attribute).net[-1].weight.abs().max() > 0  # it trained from zero
     # a text-side stage on top: the frozen tower caches the mel (not the stem's output) for its summary
     text_stage = [*common[:3], str(tmp_path / "out"), *common[6:], "--freeze-audio", "--out", str(tmp_path / "text")]
     assert main(text_stage) == 0

@@ -133,10 +133,10 @@ def train(
         raise ValueError(f"batch size {config.batch_size} must be divisible by the {world} ranks")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    # A frozen stem's output is cached instead of the mel, except for a wholly frozen tower with a mel summary,
-    # which reads the mel (a trained tower with one and a frozen stem is refused by the tower).
+    # A frozen stem's output is cached instead of the mel, except for a wholly frozen tower with a mel or rhythm
+    # summary, which reads the mel (a trained tower with one and a frozen stem is refused by the tower).
     frozen_stem = not (config.train_audio and config.train_stem)
-    cache_stem = frozen_stem and (model.audio.summary is None or config.train_audio)
+    cache_stem = frozen_stem and (not model.audio.reads_mel or config.train_audio)
     model.freeze(audio=not config.train_audio, stem=frozen_stem, text=not config.train_text,
                  text_encoder=not config.train_text_encoder)
     mulan = model.config.mulan
