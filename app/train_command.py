@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
     from muq_model.checkpoint import CheckpointError, load_muq_into_audio_tower
     from muq_model.model import MuQMuLan
     from muq_model.runtime import resolve_precision, select_device
-    from muq_model.training import DataError, TrainConfig, initial_model, read_pairs, summarize, train
+    from muq_model.training import TrainConfig, initial_model, read_pairs, summarize, train
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -154,7 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
             evaluate=lambda text, audio, relevant: evaluate_embeddings(text, audio, relevant, n_bootstrap=0),
             resume=args.resume,
         )
-    except DataError as exc:
+    except ValueError as exc:  # bad data (DataError), or a setting the model or data cannot train with
         print(f"muqsearch train: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -165,6 +165,14 @@ def test_a_frozen_audio_tower_makes_the_same_vectors_after_training(tmp_path, da
     torch.testing.assert_close(model.eval().embed_text(["piano chords"]), text)
 
 
+def test_a_wholly_frozen_model_is_refused_before_any_audio_is_read(tmp_path, dataset):
+    read = []
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(MuQMuLan(tiny_config()), read_pairs(dataset), tmp_path / "out",
+              quick_config(train_audio=False, train_text=False), lambda path: read.append(path) or load(path))
+    assert read == []
+
+
 def test_labels_are_read_per_item_and_rows_without_them_are_named(tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     rows = [{"audio_path": "0.wav", "text": "x", "attributes": {"instrument": "piano", "tempo": "slow"}},

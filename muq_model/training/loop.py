@@ -139,6 +139,8 @@ def train(
     cache_stem = frozen_stem and (not model.audio.reads_mel or config.train_audio)
     model.freeze(audio=not config.train_audio, stem=frozen_stem, text=not config.train_text,
                  text_encoder=not config.train_text_encoder)
+    if not any(p.requires_grad for p in model.parameters()):  # said before the minutes of the feature pass
+        raise ValueError("nothing to train: every part of the model is frozen")
     mulan = model.config.mulan
     if mulan.sigmoid_contrastive_loss or mulan.hierarchical_contrastive_loss:
         raise ValueError("config mulan.sigmoid_contrastive_loss / hierarchical_contrastive_loss: only the softmax "
@@ -159,8 +161,6 @@ def train(
     if world > 1:
         sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
     params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("nothing to train: every part of the model is frozen")
 
     sampler = BatchSampler(features, config.batch_size, int(config.crop_seconds * features.frames_per_second), config.seed,
                            config.captions_per_step, [item.group for item in kept], config.group_size)
