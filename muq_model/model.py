@@ -22,7 +22,7 @@ from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embed
 from muq_model.config import MuQMuLanConfig
 from muq_model.identity import vector_space
 from muq_model.mulan import AudioTower, MelSummary, RhythmSummary, TextTower
-from muq_model.runtime import check_precision, precision_context, quantise_linears
+from muq_model.runtime import check_precision, precision_context, quantise_int8
 
 DEFAULT_CLIP_BATCH_SAMPLES = 8 * 240_000  # clips per forward pass, as a sample budget (~memory bound)
 
@@ -92,8 +92,7 @@ class MuQMuLan(nn.Module):
             raise ValueError("this model's audio tower is quantised to int8; load it again for another precision")
         if precision == "int8" and self.precision != "int8":
             self._float_weights_hash = self.weights_hash()
-            quantise_linears(self.audio)
-            self.audio.model.conv.folded.quantise()  # and the stem's wide strided convolutions
+            quantise_int8(self.audio)
         self.precision = precision
         return self
 

@@ -95,6 +95,10 @@ class Conv2dSubsampling(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.linear(self.flat_features(mel))  # (B, T', D)
 
+    def quantise(self) -> None:
+        """The int8 mode of the folded path's wide strided convolutions (`runtime.quantise_int8` calls it)."""
+        self.folded.quantise()
+
     def uses_folded_path(self, mel: torch.Tensor) -> bool:
         """Eval mode, no gradients, float32 on CPU without autocast (CUDA's cuDNN picks fast conv algorithms itself)."""
         weight = self.conv[0].conv1.weight

@@ -164,11 +164,15 @@ def int8_matmul(x: torch.Tensor, packed) -> torch.Tensor:
     return torch.ops.quantized.linear_dynamic(x.float().contiguous(), packed, True)
 
 
-def quantise_linears(module: nn.Module) -> nn.Module:
-    """Replace every nn.Linear inside `module` by an Int8Linear, in place (the float weights are freed)."""
+def quantise_int8(module: nn.Module) -> nn.Module:
+    """The int8 mode of `module`, in place: every nn.Linear inside becomes an Int8Linear (the float weights
+    are freed), and every part with an int8 mode of its own (a `quantise()` method: the MuQ stem's strided
+    convolutions) switches to it."""
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
             setattr(module, name, Int8Linear(child))
         else:
-            quantise_linears(child)
+            quantise_int8(child)
+    if hasattr(module, "quantise"):
+        module.quantise()
     return module

@@ -10,7 +10,7 @@ from test_model_stem import randomise_batch_norms  # tests/ is on sys.path
 from muq_model import fast_conformer
 from muq_model.config import MuQConfig
 from muq_model.muq import ConformerEncoder
-from muq_model.runtime import quantise_linears
+from muq_model.runtime import quantise_int8
 
 
 def small_config() -> MuQConfig:
@@ -108,7 +108,7 @@ def test_training_autocast_and_other_dtypes_run_the_plain_layers():
 
 def test_int8_layers_run_the_fast_path_as_the_plain_one(monkeypatch):
     config = small_config()
-    encoder = quantise_linears(randomised_encoder(config))
+    encoder = quantise_int8(randomised_encoder(config))
     x = torch.randn(2, 25, config.encoder_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert encoder.uses_fast_path(x)
