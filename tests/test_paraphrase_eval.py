@@ -9,17 +9,32 @@ import numpy as np
 import pytest
 
 from data.demo.captions import ATTRIBUTES
-from evaluation.paraphrase import QUERIES, centroid_oracle, neighbour_agreement, read_queries, score
+from evaluation.paraphrase import (
+    QUERIES,
+    VALIDATION,
+    centroid_oracle,
+    neighbour_agreement,
+    read_queries,
+    score,
+)
 
 
-def test_the_set_has_enough_valid_queries_covering_every_attribute_kind():
-    queries = read_queries(QUERIES)
+@pytest.mark.parametrize("path", [QUERIES, VALIDATION])
+def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
+    queries = read_queries(path)
     assert len(queries) >= 60
     assert len({q for q, _ in queries}) == len(queries)
     for _, named in queries:
         assert 1 <= len(named) <= 3
         assert all(value in ATTRIBUTES[name] for name, value in named.items())
     assert {name for _, named in queries for name in named} == set(ATTRIBUTES)
+
+
+def test_the_test_set_shares_no_query_with_the_validation_set():
+    def words(path):
+        return {query.lower() for query, _ in read_queries(path)}
+
+    assert words(QUERIES) & words(VALIDATION) == set()
 
 
 def test_a_bad_attribute_is_reported_with_file_and_line(tmp_path):
