@@ -49,8 +49,9 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                        "and change per band), added to its pooled output; it starts at zero, so a fine-tuned "
                        "model starts from the vectors it made")
     group.add_argument("--add-rhythm-summary", type=int, metavar="GROUPS",
-                       help="give the audio tower the autocorrelations of its onsets in GROUPS groups of mels "
-                       "(beat period, note rate), added to its pooled output; starts at zero like --add-mel-summary")
+                       help="give the audio tower the autocorrelations of its onsets and spectral shape in GROUPS "
+                       "groups of mels (beat period, note rate, texture), added to its pooled output; starts at "
+                       "zero like --add-mel-summary")
     group.add_argument("--freeze-stem", action="store_true",
                        help="keep the Conv2d stem fixed and cache its output: several times faster on a CPU")
     group.add_argument("--freeze-text", action="store_true", help="keep the MuLan text transformer fixed")

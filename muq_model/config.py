@@ -119,8 +119,8 @@ class ModalModelConfig:
         encoder small.
       * `mel_summary_bands` (audio): give the tower a clip-level summary of the mel in this many bands
         (`mulan.MelSummary`), added to its pooled output; the demo model has one, official models do not.
-      * `rhythm_summary_groups` (audio): give the tower the autocorrelations of its onsets in this many groups
-        of mels (`mulan.RhythmSummary`), added the same way; absent from official models.
+      * `rhythm_summary_groups` (audio): give the tower the autocorrelations of its onsets and spectral
+        shape in this many groups of mels (`mulan.RhythmSummary`), added the same way; absent from official models.
     """
 
     name: str = ""

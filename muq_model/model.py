@@ -103,8 +103,9 @@ class MuQMuLan(nn.Module):
         return self._grow_audio("summary", "mel_summary_bands", bands, MelSummary, "a mel summary")
 
     def add_rhythm_summary(self, groups: int) -> MuQMuLan:
-        """Give the audio tower the onset autocorrelations of `groups` groups of mels (`mulan.RhythmSummary`,
-        config `audio_model.rhythm_summary_groups`); it starts at zero like `add_mel_summary`. Returns self."""
+        """Give the audio tower the onset and spectral-shape autocorrelations of `groups` groups of mels
+        (`mulan.RhythmSummary`, config `audio_model.rhythm_summary_groups`); it starts at zero like
+        `add_mel_summary`. Returns self."""
         return self._grow_audio("rhythm", "rhythm_summary_groups", groups, RhythmSummary, "a rhythm summary")
 
     def _grow_audio(self, attribute: str, field: str, parts: int, module: type[nn.Module], what: str) -> MuQMuLan:

@@ -134,8 +134,8 @@ class RhythmSummary(nn.Module):
     spectral shape (the cosine between a frame's centred spectrum and a later one's), which tells a held
     drone, a chord re-struck each beat, an arpeggio's cycle and a wandering melody apart. A clip-level
     MelSummary has no time order, and a small model's mean-pooled Conformer state carries little of it:
-    linear probes read the demo world's tempo from these at 0.95 and its texture at 0.78, from MelSummary's
-    statistics at 0.58 and 0.55 (data/demo/model/MODEL_CARD.md). Means are taken over each lag's overlap, so
+    linear probes read the demo world's tempo at 0.95 and its texture at 0.78 from these and MelSummary's
+    statistics together, and at 0.58 and 0.55 from those statistics alone (data/demo/model/MODEL_CARD.md). Means are taken over each lag's overlap, so
     a 4 s training crop and a 10 s clip give the same values for the same music. Zero-initialised like
     MelSummary."""
 
