@@ -6,13 +6,13 @@ Two sets of queries (JSONL ``{"query", "attributes"}``: synonyms, paraphrases, o
 sentences and misspellings, written apart from the caption templates and never used for training):
 ``evaluation/sets/paraphrase_test.jsonl``, the default, never used for model selection (score a model on
 it once it is chosen), and ``paraphrase_validation.jsonl`` (``--queries``), which chose the demo model
-(its card says how). Every query is ranked
-against the whole demo world (720 clips) by cosine similarity, as the search ranks them. A query passes when ALL of its top 3 clips carry
-every attribute it names (truth: each clip's generated attributes). Reported: the share of passing
-queries with a seeded bootstrap 95 % CI over queries, the same per attribute kind (the share of queries
-naming that kind whose top 3 all carry its named value), every miss with what its top 3 carry, and the
-centroid oracle (``centroid_oracle``): the score of an oracle text side, showing which kinds the audio
-vectors, not the wording, hold back, and per attribute kind the agreement of each clip's 5 nearest clips
+(its card says how). Every query is ranked against the whole demo world (720 clips) by cosine similarity,
+as the search ranks them. A query passes when ALL of its top 3 clips carry every attribute it names
+(truth: each clip's generated attributes). Reported: the share of passing queries with a seeded bootstrap
+95 % CI over queries, the same per attribute kind (the share of queries naming that kind whose top 3 all
+carry its named value), every miss with what its top 3 carry, and the centroid oracle
+(``centroid_oracle``): the score of an oracle text side, showing which kinds the audio vectors, not the
+wording, hold back, and per attribute kind the agreement of each clip's 5 nearest clips
 (``audio_neighbours``): what the audio vectors hear.
 The clips' vectors are the prebuilt demo library's when the model makes the same vectors (its
 fingerprint), else the model embeds the clips (minutes on a CPU).

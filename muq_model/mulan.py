@@ -135,9 +135,9 @@ class RhythmSummary(nn.Module):
     drone, a chord re-struck each beat, an arpeggio's cycle and a wandering melody apart. A clip-level
     MelSummary has no time order, and a small model's mean-pooled Conformer state carries little of it:
     linear probes read the demo world's tempo at 0.95 and its texture at 0.78 from these and MelSummary's
-    statistics together, and at 0.58 and 0.55 from those statistics alone (data/demo/model/MODEL_CARD.md). Means are taken over each lag's overlap, so
-    a 4 s training crop and a 10 s clip give the same values for the same music. Zero-initialised like
-    MelSummary."""
+    statistics together, and at 0.58 and 0.55 from those statistics alone (data/demo/model/MODEL_CARD.md).
+    Means are taken over each lag's overlap, so a 4 s training crop and a 10 s clip give the same values
+    for the same music. Zero-initialised like MelSummary."""
 
     LAGS = tuple(range(4, 160, 4))  # mel frames (10 ms each)
 
@@ -150,7 +150,7 @@ class RhythmSummary(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, T, n_mels) time-first normalised mel (or a time crop of it) -> (B, dim)."""
-        b, t, n_mels = mel.shape
+        b, t, _ = mel.shape
         dtype, mel = mel.dtype, mel.float()
         onsets = (mel[:, 1:] - mel[:, :-1]).clamp(min=0)  # (B, T-1, n_mels)
         grouped = onsets.reshape(b, t - 1, self.groups, -1).mean(dim=-1)

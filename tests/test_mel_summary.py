@@ -46,9 +46,8 @@ def test_a_model_that_gains_a_summary_makes_the_vectors_it_made():
         model.add_rhythm_summary(4)
 
 
-@pytest.mark.parametrize(("attribute", "field"), [("summary", "mel_summary_bands"),
-                                                  ("rhythm", "rhythm_summary_groups")])
-def test_a_trained_summary_moves_the_vectors_and_the_fast_path_equals_the_model(tmp_path, attribute, field):
+@pytest.mark.parametrize("attribute", ["summary", "rhythm"])
+def test_a_trained_summary_moves_the_vectors_and_the_fast_path_equals_the_model(tmp_path, attribute):
     model = grown_model().add_rhythm_summary(4)
     audio = clips()
     before = model.embed_clips(audio)
@@ -60,8 +59,19 @@ def test_a_trained_summary_moves_the_vectors_and_the_fast_path_equals_the_model(
         mel = model.audio.features(audio)
         torch.testing.assert_close(model.encode_audio_features(mel), model.encode_audio(audio))
     reloaded = MuQMuLan.from_pretrained(model.save_pretrained(tmp_path / "model"))
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["audio_model"][field] in (4, 8)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["audio_model"]
+    assert (saved["mel_summary_bands"], saved["rhythm_summary_groups"]) == (8, 4)
     torch.testing.assert_close(reloaded.eval().embed_clips(audio), after, rtol=0, atol=0)
+
+
+def test_the_summary_sees_the_level_that_a_quiet_copy_drops():
+    """20 dB quieter: every band's mean falls by about 19 dB / mel_std, the spread stays."""
+    model = grown_model(bands=4)
+    mel = model.audio.features(clips())  # (2, T, n_mels), normalised
+    model.audio.summary.net = torch.nn.Identity()  # read the statistics themselves
+    stats = model.audio.summary(mel)  # (2, 3 * bands): mean | spread | change
+    level = (stats[0, :4] - stats[1, :4]).mean().item()
+    assert level > 0.5, stats  # -13 vs -32 dBFS over a mel_std of 18.4 dB is ~1.0
 
 
 def rhythm_statistics(model: MuQMuLan, spec: ClipSpec, frames: int | None = None) -> torch.Tensor:
@@ -81,11 +91,13 @@ def test_the_rhythm_summary_peaks_at_the_beat_period(bpm):
     onsets = whole[4]  # over all mels
     beat = 6000 / bpm  # frames of 10 ms
 
-    def at(frames: float) -> float:
-        return onsets[min(range(len(RhythmSummary.LAGS)), key=lambda i: abs(RhythmSummary.LAGS[i] - frames))]
+    def lag(frames: float) -> int:
+        return min(range(len(RhythmSummary.LAGS)), key=lambda i: abs(RhythmSummary.LAGS[i] - frames))
 
-    assert at(beat) > 0.5 and at(beat / 2) < 0.1 and at(beat * 3 / 4) < 0.1, onsets
+    assert onsets[lag(beat)] > 0.5 and onsets[lag(beat / 2)] < 0.1 and onsets[lag(beat * 3 / 4)] < 0.1, onsets
     assert (whole - crop).abs().mean() < 0.03
+    # means over each lag's overlap: a sum over it would shrink the crop's value by lag / 400 (0.08 at 75 BPM)
+    assert abs(whole[4, lag(beat)] - crop[4, lag(beat)]) < 0.05
 
 
 @pytest.mark.parametrize("seed", [1, 2])
