@@ -205,6 +205,10 @@ def test_the_label_loss_trains_and_its_heads_stay_out_of_the_saved_model(tmp_pat
     model = MuQMuLan(tiny_config())
     result = train(model, labelled(read_pairs(dataset)), tmp_path / "out", quick_config(label_weight=1.0), load)
     assert result.losses[-1] < result.losses[0] - 0.3, result.losses
+    logged = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    label_losses = [r["label_loss"] for r in logged if "label_loss" in r]  # logged apart from the total
+    assert len(label_losses) == len(result.losses) and label_losses[-1] < label_losses[0]
+    assert all(r["label_loss"] > 0 for r in logged if "label_loss" in r)
     state = torch.load(tmp_path / "out" / "training_state.pt", weights_only=True)["module"]
     assert any(k.startswith("labels.prototypes.") for k in state)  # resumable
     reloaded = MuQMuLan.from_pretrained(tmp_path / "out")  # strict: no head in the model

@@ -69,6 +69,7 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.model, self.loss, self.frozen_stem = model, loss, frozen_stem
         self.labels, self.label_weight = labels, label_weight
+        self.label_loss: torch.Tensor | None = None  # the last forward's label loss (unweighted), for the log
 
     def forward(self, audio: torch.Tensor, texts: list[tuple[torch.Tensor, torch.Tensor]],
                 indices: list[int] | None = None) -> torch.Tensor:
@@ -85,7 +86,8 @@ class ContrastiveModel(nn.Module):
             losses.append(self.loss(audio, latents))
         loss = torch.stack(losses).mean()
         if self.labels is not None:
-            loss = loss + self.label_weight * self.labels(audio, indices)
+            self.label_loss = self.labels(audio, indices)
+            loss = loss + self.label_weight * self.label_loss
         return loss
 
 
@@ -192,6 +194,7 @@ def train(
     module.train()
     clock = Clock(config, step)
     window: list[float] = []
+    label_window: list[float] = []  # the label heads' share, logged apart from the total
     try:
         while step < config.steps:
             lr = clock.learning_rate(step)
@@ -201,6 +204,8 @@ def train(
             optimize(optimizer, value, lr)
             step += 1
             window.append(mean_over_ranks(value.detach()))
+            if module.label_loss is not None:
+                label_window.append(mean_over_ranks(module.label_loss.detach()))
             elapsed, out_of_time, last = clock.after(step)
             if step % config.log_every == 0 or last:
                 result.losses.append(float(np.mean(window)))
@@ -208,11 +213,14 @@ def train(
                     per_step = clock.seconds_per_step(step, elapsed)
                     record = {"step": step, "loss": result.losses[-1], "temperature": float(loss.temperature.detach()),
                               "lr": optimizer.param_groups[0]["lr"], "seconds": round(elapsed, 1)}
+                    if label_window:
+                        record["label_loss"] = float(np.mean(label_window))
                     print(f"step {step}/{config.steps}  loss {record['loss']:.4f}  temperature {record['temperature']:.2f}"
-                          f"  lr {record['lr']:.2e}  {elapsed / 60:.1f} min  {per_step:.2f} s/step"
+                          + (f"  label loss {record['label_loss']:.4f}" if label_window else "")
+                          + f"  lr {record['lr']:.2e}  {elapsed / 60:.1f} min  {per_step:.2f} s/step"
                           f"  eta {per_step * (config.steps - step) / 60:.0f} min", flush=True)
                     append_log(out, record)
-                window = []
+                window, label_window = [], []
             if held_out is not None and (step % config.eval_every == 0 or last):
                 metrics = evaluate_model(model, held_out, evaluate)
                 result.evaluations.append({"step": step, **metrics})
