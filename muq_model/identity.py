@@ -26,6 +26,10 @@ VECTOR_SPACE_FIELDS = ("config_hash", "weights_hash", "clip_policy")
 # measurements); the others get a space of their own, so a library never mixes them silently.
 # A fingerprint without "precision" predates the modes and was made in fp32.
 PRECISION_VECTOR_SPACES = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "int8": "int8"}
+# A precision's numerics changed in place make other vectors from the same weights: each change bumps its
+# version, recorded in the fingerprint, so a library made before it is not extended with vectors made after.
+# A fingerprint without "numerics_version" has version 1. int8: 2 = the Conv2d stem is quantised too.
+NUMERICS_VERSIONS = {"int8": 2}
 
 
 def vector_space(fingerprint: dict) -> str:
@@ -42,6 +46,8 @@ def vector_space(fingerprint: dict) -> str:
     key = {k: fingerprint[k] for k in VECTOR_SPACE_FIELDS}
     if PRECISION_VECTOR_SPACES[precision] != "fp32":  # fp32's key stays as it was before precision modes
         key["numerics"] = PRECISION_VECTOR_SPACES[precision]
+        if fingerprint.get("numerics_version", 1) != 1:
+            key["numerics_version"] = fingerprint["numerics_version"]
     return json.dumps(key, sort_keys=True)
 
 
@@ -57,6 +63,12 @@ def precision_conflict(stored: dict | None, precision: str) -> str | None:
         return None
     made = made_in_precision(stored)
     if PRECISION_VECTOR_SPACES.get(made) == PRECISION_VECTOR_SPACES.get(precision):
+        version, current = stored.get("numerics_version", 1), NUMERICS_VERSIONS.get(precision, 1)
+        if made == precision and version != current:
+            return (f"This library's vectors were made in precision {made} by another implementation of it "
+                    f"(numerics version {version}; this one is version {current}), whose vectors differ slightly; "
+                    f"they are never mixed: index the music again into a new --library, or use --precision fp32 "
+                    f"with a library indexed in fp32")
         return None
     return (f"This library's vectors were made in precision {made}, but this model computes in precision "
             f"{precision}; vectors of different precisions are never mixed: pass --precision {made}, or use "

@@ -20,7 +20,7 @@ from torch import nn
 
 from muq_model.clips import ClipEmbeddings, ClipPolicy, split_clips, track_embedding
 from muq_model.config import MuQMuLanConfig
-from muq_model.identity import vector_space
+from muq_model.identity import NUMERICS_VERSIONS, vector_space
 from muq_model.mulan import AudioTower, MelSummary, RhythmSummary, TextTower
 from muq_model.runtime import check_precision, precision_context, quantise_int8
 
@@ -339,6 +339,7 @@ class MuQMuLan(nn.Module):
             "weights_hash": self.weights_hash(),
             "clip_policy": self.clip_policy.describe(),
             "precision": self.precision,  # which precisions share vectors: muq_model.identity
+            **({"numerics_version": NUMERICS_VERSIONS[self.precision]} if self.precision in NUMERICS_VERSIONS else {}),
         }
 
     def vector_space(self) -> str:

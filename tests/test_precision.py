@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from muq_model import MuQMuLan
-from muq_model.identity import same_vectors, vector_space
+from muq_model.identity import precision_conflict, same_vectors, vector_space
 from muq_model.runtime import Int8Linear, check_precision, default_precision, precision_context
 
 SR = 24000
@@ -61,6 +61,11 @@ def test_int8_mode_quantises_the_audio_tower_and_keeps_its_identity(tiny_model_d
     assert (fp["precision"], fq["precision"]) == ("fp32", "int8")
     assert fq["weights_hash"] == fp["weights_hash"]  # the weights it was quantised from
     assert not same_vectors(fp, fq)
+    before_stem = {k: v for k, v in fq.items() if k != "numerics_version"}  # int8 vectors of a float stem
+    assert fq["numerics_version"] == 2 and not same_vectors(fq, before_stem)
+    assert "numerics version 1; this one is version 2" in precision_conflict(before_stem, "int8")
+    assert precision_conflict(fq, "int8") is None
+    assert "numerics_version" not in fp and same_vectors(fp, dict(fp, numerics_version=1))
     with pytest.raises(ValueError, match="quantised to int8"):
         int8.set_precision("fp32")
 
