@@ -307,6 +307,9 @@ class SearchService:
         self._calibration: Calibration | None = None
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
+        from muq_model.runtime import serve_numpy_blas_on_one_thread  # torch is loaded with the model by now
+
+        serve_numpy_blas_on_one_thread()
         self.reload()
 
     # ---- the library and its generations ----------------------------------------------------------

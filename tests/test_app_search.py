@@ -284,3 +284,24 @@ def test_a_library_of_another_model_is_refused_with_a_reason(app_library):
     with pytest.raises(SearchError, match="indexed with model 'tiny-test-model'.*another tiny model"):
         service.search("piano")
     assert "different models" in service.status()["problem"]
+
+
+def test_a_service_runs_numpy_blas_on_one_thread_and_leaves_faiss_its_threads(app_library, tiny_model):
+    """An OpenBLAS pool that spin-waits after each small product takes the cores from the next query's text
+    encoder (README "Text-query latency"): the service puts numpy's BLAS on one thread, and only numpy's."""
+    import faiss
+    from threadpoolctl import ThreadpoolController
+
+    def blas_threads() -> dict[str, int]:
+        return {("numpy" if "numpy" in lib.filepath else "other"): lib.num_threads
+                for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"}
+
+    assert faiss.IndexFlatIP(4) is not None and "other" in blas_threads()  # faiss's own OpenBLAS is loaded
+    with ThreadpoolController().limit(limits=2, user_api="blas"):  # restores every BLAS pool on exit
+        assert blas_threads() == {"numpy": 2, "other": 2}
+        service = SearchService(app_library.directory, tiny_model)
+        try:
+            assert blas_threads() == {"numpy": 1, "other": 2}
+            assert len(service.search("piano", 3)) == 3  # still answers
+        finally:
+            service.close()
