@@ -289,14 +289,13 @@ def test_a_library_of_another_model_is_refused_with_a_reason(app_library):
 def test_a_service_runs_numpy_blas_on_one_thread_and_leaves_faiss_its_threads(app_library, tiny_model):
     """An OpenBLAS pool that spin-waits after each small product takes the cores from the next query's text
     encoder (README "Text-query latency"): the service puts numpy's BLAS on one thread, and only numpy's."""
-    import faiss
     from threadpoolctl import ThreadpoolController
 
     def blas_threads() -> dict[str, int]:
         return {("numpy" if "numpy" in lib.filepath else "other"): lib.num_threads
                 for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"}
 
-    assert faiss.IndexFlatIP(4) is not None and "other" in blas_threads()  # faiss's own OpenBLAS is loaded
+    assert "other" in blas_threads()  # faiss's own OpenBLAS, loaded with the library code
     with ThreadpoolController().limit(limits=2, user_api="blas"):  # restores every BLAS pool on exit
         assert blas_threads() == {"numpy": 2, "other": 2}
         service = SearchService(app_library.directory, tiny_model)
