@@ -42,6 +42,9 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                        help="a data field holding a {kind: value} object per row (e.g. attributes): a classifier per "
                             "kind on the audio latents adds its loss, so the audio tower keeps every kind apart")
     group.add_argument("--label-weight", type=float, default=0.5, help="with --labels: the weight of that loss")
+    group.add_argument("--label-kind-weight", metavar="KIND=W", action="append", default=[],
+                       help="with --labels: weigh this label kind W times within that loss (others 1; repeatable), "
+                            "e.g. bass=4 for a kind the audio vectors barely hold")
     group = parser.add_argument_group("what to train")
     group.add_argument("--freeze-audio", action="store_true", help="keep the audio tower fixed")
     group.add_argument("--add-mel-summary", type=int, metavar="BANDS",
@@ -85,6 +88,20 @@ def schedule_settings(args: argparse.Namespace) -> dict:
     return {f.name: getattr(args, f.name) for f in fields(Schedule)}
 
 
+def parse_kind_weights(pairs: list[str]) -> dict[str, float]:
+    """["bass=4", ...] -> {"bass": 4.0}; a malformed pair is an error naming it."""
+    weights = {}
+    for pair in pairs:
+        kind, sep, value = pair.partition("=")
+        try:
+            weights[kind.strip()] = float(value) if sep and kind.strip() else float("nan")
+        except ValueError:
+            weights[kind.strip()] = float("nan")
+        if not weights[kind.strip()] >= 0:
+            raise ValueError(f"{pair!r}: expected KIND=W with a weight >= 0, e.g. bass=4")
+    return weights
+
+
 def run_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
@@ -107,6 +124,14 @@ def run_train(args: argparse.Namespace) -> int:
             return 2
         if bool(args.group_by) != bool(args.group_size):
             print("muqsearch train: --group-by and --group-size go together", file=sys.stderr)
+            return 2
+        try:
+            kind_weights = parse_kind_weights(args.label_kind_weight)
+        except ValueError as exc:
+            print(f"muqsearch train: --label-kind-weight: {exc}", file=sys.stderr)
+            return 2
+        if kind_weights and not args.labels:
+            print("muqsearch train: --label-kind-weight weighs the --labels loss: give --labels FIELD too", file=sys.stderr)
             return 2
         precision = resolve_precision(args.precision, select_device(args.device))
         if precision == "int8":
@@ -143,7 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
                 return 2
         config = TrainConfig(
             **schedule_settings(args), captions_per_step=args.captions_per_step, group_size=args.group_size,
-            label_weight=args.label_weight if args.labels else 0.0,
+            label_weight=args.label_weight if args.labels else 0.0, label_kind_weights=kind_weights,
             train_audio=not args.freeze_audio, train_stem=not args.freeze_stem, train_text=not args.freeze_text,
             train_text_encoder=args.train_text_encoder, eval_every=args.eval_every, precision=precision,
         )

@@ -410,3 +410,35 @@ def test_audio_from_needs_init_config(tmp_path, dataset, capsys):
                  "--out", str(tmp_path / "out"), "--steps", "1"])
     assert code == 2
     assert "--init-config" in capsys.readouterr().err
+
+
+def test_label_kind_weights_weigh_each_kinds_loss():
+    items = [TrainItem(Path("a.wav"), ["x"], labels={"mode": "minor", "tempo": "slow"}),
+             TrainItem(Path("b.wav"), ["y"], labels={"mode": "major", "tempo": "fast"})]
+    torch.manual_seed(0)
+    plain = LabelHeads(items, 4)
+    torch.manual_seed(0)
+    weighted = LabelHeads(items, 4, kind_weights={"tempo": 3.0})
+    latents = F.normalize(torch.randn(2, 4), dim=-1)
+    mode, tempo = (F.cross_entropy(plain.logits(latents, j), plain.targets[:, j]) for j in (0, 1))
+    torch.testing.assert_close(plain(latents, [0, 1]), (mode + tempo) / 2)
+    torch.testing.assert_close(weighted(latents, [0, 1]), (mode + 3 * tempo) / 4)
+    torch.manual_seed(0)
+    torch.testing.assert_close(LabelHeads(items, 4, kind_weights={"mode": 0.0})(latents, [0, 1]), tempo)
+    with pytest.raises(ValueError, match="bass: the labels have no such kind .they have mode, tempo"):
+        LabelHeads(items, 4, kind_weights={"bass": 2.0})
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--label-kind-weight", "bass"], "--label-kind-weight: 'bass': expected KIND=W"),
+    (["--label-kind-weight", "bass=-1"], "expected KIND=W with a weight >= 0"),
+    (["--label-kind-weight", "bass=2"], "give --labels FIELD too"),
+])
+def test_train_refuses_malformed_label_kind_weights(tmp_path, dataset, capsys, flag, message):
+    from app.cli import main
+
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config().to_json())
+    code = main(["train", str(dataset), "--init-config", str(config), "--out",
+                 str(tmp_path / "out"), "--steps", "1", *flag])
+    assert code == 2 and message in capsys.readouterr().err

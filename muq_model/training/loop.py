@@ -36,12 +36,22 @@ class LabelHeads(nn.Module):
     the unit norm drops (MODEL_CARD). Each value of a kind gets a unit prototype and the logits are
     `scale` x the cosine to it: unlike a free linear head, which can read a kind off a tiny direction
     by growing its weights, this asks for an angle between values as large as retrieval uses, where a
-    text can point at it. Training only: the prototypes are not part of the saved model."""
+    text can point at it. The loss is the mean over kinds, weighted by `kind_weights` (1 where not given),
+    so a kind the latents barely hold can be asked for harder. Training only: the prototypes are not part
+    of the saved model."""
 
-    def __init__(self, items: Sequence[TrainItem], dim: int, scale: float = 10.0):
+    def __init__(self, items: Sequence[TrainItem], dim: int, scale: float = 10.0,
+                 kind_weights: dict[str, float] | None = None):
         super().__init__()
         kinds = sorted({kind for item in items for kind in (item.labels or {})})
         self.values = {k: sorted({item.labels[k] for item in items if item.labels and k in item.labels}) for k in kinds}
+        unknown = sorted(set(kind_weights or {}) - set(kinds))
+        if unknown:
+            raise ValueError(f"label kind weight for {', '.join(unknown)}: the labels have no such kind "
+                             f"(they have {', '.join(kinds) or 'none'})")
+        if any(w < 0 for w in (kind_weights or {}).values()):
+            raise ValueError(f"label kind weights must be >= 0, got {kind_weights}")
+        self.weights = [float((kind_weights or {}).get(k, 1.0)) for k in kinds]
         self.scale = scale
         self.prototypes = nn.ParameterList(nn.Parameter(torch.randn(len(v), dim)) for v in self.values.values())
         index = {k: {v: i for i, v in enumerate(vs)} for k, vs in self.values.items()}
@@ -54,11 +64,15 @@ class LabelHeads(nn.Module):
         return self.scale * latents @ F.normalize(self.prototypes[kind], dim=-1).T
 
     def forward(self, latents: torch.Tensor, indices: list[int]) -> torch.Tensor:
-        """(B, dim) unit audio latents of items `indices` -> the mean cross-entropy over kinds."""
+        """(B, dim) unit audio latents of items `indices` -> the weighted mean cross-entropy over the kinds
+        this batch has targets for."""
         targets = self.targets[indices]  # (B, kinds)
-        losses = [F.cross_entropy(self.logits(latents, j), targets[:, j], ignore_index=-1)
-                  for j in range(len(self.prototypes)) if (targets[:, j] >= 0).any()]
-        return torch.stack(losses).mean() if losses else latents.sum() * 0.0
+        present = [j for j in range(len(self.prototypes)) if (targets[:, j] >= 0).any() and self.weights[j] > 0]
+        if not present:
+            return latents.sum() * 0.0
+        losses = torch.stack([F.cross_entropy(self.logits(latents, j), targets[:, j], ignore_index=-1) for j in present])
+        weights = latents.new_tensor([self.weights[j] for j in present])
+        return (weights * losses).sum() / weights.sum()
 
 
 class ContrastiveModel(nn.Module):
@@ -96,6 +110,7 @@ class TrainConfig(Schedule):
     captions_per_step: int = 1  # caption draws per audio crop; the loss averages over them
     group_size: int = 0  # > 0: batches of this many items per group (TrainItem.group), as hard negatives
     label_weight: float = 0.0  # > 0: add the label heads' loss (LabelHeads; TrainItem.labels) at this weight
+    label_kind_weights: dict[str, float] = field(default_factory=dict)  # per label kind, within that loss (1 if absent)
     train_audio: bool = True
     train_stem: bool = True  # False: keep the Conv2d stem as it is and cache its output (much faster)
     train_text: bool = True
@@ -158,7 +173,7 @@ def train(
     if config.label_weight > 0:
         if not any(item.labels for item in kept):
             raise ValueError("label_weight > 0 needs items with labels (train --labels FIELD)")
-        labels = LabelHeads(kept, model.dim).to(model.device)
+        labels = LabelHeads(kept, model.dim, kind_weights=config.label_kind_weights).to(model.device)
     module = ContrastiveModel(model, loss, cache_stem, labels, config.label_weight)
     if world > 1:
         sync_batch_norms(module)  # batch statistics over all ranks, as one process with the global batch
