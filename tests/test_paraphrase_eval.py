@@ -12,6 +12,7 @@ from data.demo.captions import ATTRIBUTES
 from evaluation.paraphrase import (
     QUERIES,
     VALIDATION,
+    VALIDATION_2,
     centroid_oracle,
     neighbour_agreement,
     read_queries,
@@ -19,7 +20,7 @@ from evaluation.paraphrase import (
 )
 
 
-@pytest.mark.parametrize("path", [QUERIES, VALIDATION])
+@pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2])
 def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
     queries = read_queries(path)
     assert len(queries) >= 60
@@ -30,11 +31,12 @@ def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
     assert {name for _, named in queries for name in named} == set(ATTRIBUTES)
 
 
-def test_the_test_set_shares_no_query_with_the_validation_set():
+@pytest.mark.parametrize("a, b", [(QUERIES, VALIDATION), (QUERIES, VALIDATION_2), (VALIDATION, VALIDATION_2)])
+def test_no_two_sets_share_a_query(a, b):
     def words(path):
         return {query.lower() for query, _ in read_queries(path)}
 
-    assert words(QUERIES) & words(VALIDATION) == set()
+    assert words(a) & words(b) == set()
 
 
 def test_a_bad_attribute_is_reported_with_file_and_line(tmp_path):
