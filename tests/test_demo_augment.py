@@ -36,19 +36,30 @@ def test_paraphrases_are_built_only_from_the_clips_own_values():
 
 
 def test_a_typo_changes_one_word_by_one_slip():
+    from data.demo.captions import SLIPS
+
     rng = np.random.default_rng(3)
-    for _ in range(50):
+    kinds = set()
+    for _ in range(300):
         text = "slow melancholy piano without drums"
         slipped = typo(text, rng)
         changed = [(a, b) for a, b in zip(text.split(), slipped.split(), strict=True) if a != b]
         assert len(changed) <= 1
-        for a, b in changed:  # a letter dropped or doubled, or two neighbours swapped
+        for a, b in changed:  # a letter dropped or doubled, two neighbours swapped or one letter replaced
+            assert a[0] == b[0]  # never the first letter
             longer, shorter = (a, b) if len(a) > len(b) else (b, a)
             if len(a) != len(b):
                 assert len(longer) == len(shorter) + 1
-                assert any(longer[:i] + longer[i + 1:] == shorter for i in range(len(longer)))
+                assert any(longer[:i] + longer[i + 1:] == shorter for i in range(1, len(longer)))
+                kinds.add("length")
+                kinds.update({"at the end"} if longer[:-1] == shorter else set())
+            elif any(a[:i] + a[i + 1] + a[i] + a[i + 2:] == b for i in range(len(a) - 1)):
+                kinds.add("swap")
             else:
-                assert any(a[:i] + a[i + 1] + a[i] + a[i + 2:] == b for i in range(len(a) - 1))
+                (at,) = [i for i in range(len(a)) if a[i] != b[i]]
+                assert b[at] in SLIPS[a[at]]
+                kinds.add("replaced")
+    assert kinds == {"length", "at the end", "swap", "replaced"}
     assert typo("a big red hat", rng) == "a big red hat"  # no word of four letters: left alone
 
 
@@ -89,3 +100,21 @@ def test_augment_keeps_the_fields_variant_batches_group_by(tmp_path):
     assert [r["attributes"] for r in rows] == [r["attributes"] for r in records]
     assert all(r["captions"][: len(o["captions"])] == o["captions"] and len(r["captions"]) == len(o["captions"]) + 4
                for r, o in zip(rows, records, strict=True))
+
+
+def test_a_paraphrase_typo_lands_in_a_named_phrase_not_in_the_frame():
+    from data.demo.captions import PARAPHRASE_FRAMES
+
+    def words(text):
+        return {w.strip(",.?!:;'\"()").lower() for w in text.split()}
+
+    known = set().union(*(words(p) for name, value in CLIP.items() for p in PARAPHRASES[name][value]))
+    frames = set().union(*(words(f.replace("{}", " ")) for f in PARAPHRASE_FRAMES)) | {"and"}  # and the joiner
+    rng = np.random.default_rng(2)
+    slipped = 0
+    for _ in range(200):
+        text = paraphrase(CLIP, rng, typo_rate=1.0)
+        unknown = words(text) - known - frames
+        assert len(unknown) <= 1, text
+        slipped += len(unknown)
+    assert slipped > 150  # most draws name a word of four letters or more

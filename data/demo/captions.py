@@ -286,8 +286,8 @@ QUERY_WEIGHTS: dict[str, float] = {"loudness": 0.3, "mode": 0.45, "tempo": 0.45,
 def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: float = 0.2,
                must: tuple[str, ...] = ()) -> str:
     """One free-worded, training-only caption: 1-4 of the clip's attributes (by QUERY_WEIGHTS, always the
-    `must` ones), each in a random PARAPHRASES or template phrase, in random order, in a random frame; a
-    typo with `typo_rate`."""
+    `must` ones), each in a random PARAPHRASES or template phrase, in random order, in a random frame; with
+    `typo_rate`, a typo in one of those phrases (a slip in the frame's words would teach nothing)."""
     drawn = [name for name, p in QUERY_WEIGHTS.items() if rng.random() < p or name in must]
     if not drawn:
         drawn = [str(rng.choice(list(QUERY_WEIGHTS)))]
@@ -306,19 +306,32 @@ def paraphrase(attributes: dict[str, str], rng: np.random.Generator, typo_rate: 
         fragments.append(options[int(rng.integers(len(options)))])
     if not fragments:
         fragments = [PARAPHRASES["instrument"][attributes["instrument"]][0]]
+    if rng.random() < typo_rate:
+        slipped = int(rng.integers(len(fragments)))
+        fragments[slipped] = typo(fragments[slipped], rng)
     joiner = ((", ", " and ") if shuffled else (" ", ", "))[int(rng.integers(2))]
-    text = PARAPHRASE_FRAMES[int(rng.integers(len(PARAPHRASE_FRAMES)))].format(joiner.join(fragments))
-    return typo(text, rng) if rng.random() < typo_rate else text
+    return PARAPHRASE_FRAMES[int(rng.integers(len(PARAPHRASE_FRAMES)))].format(joiner.join(fragments))
+
+
+# Letters a typing or spelling slip puts in another's place: QWERTY neighbours and sound-alikes
+SLIPS = {"a": "sqe", "b": "vn", "c": "kxs", "d": "sf", "e": "wra", "f": "dg", "g": "fh", "h": "gj", "i": "uoy",
+         "j": "hk", "k": "jlc", "l": "k", "m": "n", "n": "mb", "o": "ipu", "p": "o", "q": "w", "r": "et", "s": "azc",
+         "t": "ry", "u": "yio", "v": "bc", "w": "qe", "x": "zc", "y": "ti", "z": "sx"}
 
 
 def typo(text: str, rng: np.random.Generator) -> str:
-    """`text` with one typing slip in one word of 4+ letters: a letter dropped, doubled or swapped."""
+    """`text` with one slip in one word of 4+ letters, anywhere but its first letter: a letter dropped,
+    doubled, swapped with its neighbour or replaced by a neighbouring key or a sound-alike (SLIPS)."""
     words = text.split(" ")
     long = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha()]
     if not long:
         return text
     i = long[int(rng.integers(len(long)))]
-    w, at = words[i], int(rng.integers(1, len(words[i]) - 1))
-    kind = int(rng.integers(3))
-    words[i] = (w[:at] + w[at + 1:], w[:at] + w[at] + w[at:], w[:at - 1] + w[at] + w[at - 1] + w[at + 1:])[kind]
+    w = words[i]
+    at = int(rng.integers(1, len(w)))  # the slipped letter
+    swap = at - 1 if at == len(w) - 1 or rng.random() < 0.5 else at  # with its left or right neighbour
+    options = SLIPS.get(w[at].lower(), w[at])
+    words[i] = (w[:at] + w[at + 1:], w[:at] + w[at] + w[at:],
+                w[:swap] + w[swap + 1] + w[swap] + w[swap + 2:] if swap > 0 else w[:1] + w[2] + w[1] + w[3:],
+                w[:at] + options[int(rng.integers(len(options)))] + w[at + 1:])[int(rng.integers(4))]
     return " ".join(words)
