@@ -94,11 +94,12 @@ def parse_kind_weights(pairs: list[str]) -> dict[str, float]:
     for pair in pairs:
         kind, sep, value = pair.partition("=")
         try:
-            weights[kind.strip()] = float(value) if sep and kind.strip() else float("nan")
+            weight = float(value)
         except ValueError:
-            weights[kind.strip()] = float("nan")
-        if not weights[kind.strip()] >= 0:
+            weight = float("nan")
+        if not (sep and kind.strip() and weight >= 0):
             raise ValueError(f"{pair!r}: expected KIND=W with a weight >= 0, e.g. bass=4")
+        weights[kind.strip()] = weight
     return weights
 
 

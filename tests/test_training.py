@@ -442,3 +442,12 @@ def test_train_refuses_malformed_label_kind_weights(tmp_path, dataset, capsys, f
     code = main(["train", str(dataset), "--init-config", str(config), "--out",
                  str(tmp_path / "out"), "--steps", "1", *flag])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unknown_label_kind_weight_is_refused_before_any_audio_is_read(tmp_path, dataset):
+    def load(path):
+        raise AssertionError(f"audio read ({path}) before the settings were checked")
+
+    config = quick_config(label_weight=1.0, label_kind_weights={"bass": 2.0})
+    with pytest.raises(ValueError, match="bass: the labels have no such kind .they have instrument, sustained"):
+        train(MuQMuLan(tiny_config()), labelled(read_pairs(dataset)), tmp_path / "out", config, load)

@@ -329,9 +329,9 @@ def typo(text: str, rng: np.random.Generator) -> str:
     i = long[int(rng.integers(len(long)))]
     w = words[i]
     at = int(rng.integers(1, len(w)))  # the slipped letter
-    swap = at - 1 if at == len(w) - 1 or rng.random() < 0.5 else at  # with its left or right neighbour
+    # swapped with its left or right neighbour (the second letter's left neighbour is the first: its right)
+    swap = max(1, at - 1 if at == len(w) - 1 or rng.random() < 0.5 else at)
     options = SLIPS.get(w[at].lower(), w[at])
-    words[i] = (w[:at] + w[at + 1:], w[:at] + w[at] + w[at:],
-                w[:swap] + w[swap + 1] + w[swap] + w[swap + 2:] if swap > 0 else w[:1] + w[2] + w[1] + w[3:],
+    words[i] = (w[:at] + w[at + 1:], w[:at] + w[at] + w[at:], w[:swap] + w[swap + 1] + w[swap] + w[swap + 2:],
                 w[:at] + options[int(rng.integers(len(options)))] + w[at + 1:])[int(rng.integers(4))]
     return " ".join(words)

@@ -28,6 +28,21 @@ STATE_FILE = "training_state.pt"
 LOG_FILE = "train_log.jsonl"
 
 
+def label_kinds(items: Sequence[TrainItem]) -> list[str]:
+    """The label kinds any item carries, sorted."""
+    return sorted({kind for item in items for kind in (item.labels or {})})
+
+
+def check_kind_weights(kinds: Sequence[str], kind_weights: dict[str, float]) -> None:
+    """A weight for a kind no label has, or a negative one, is an error naming it."""
+    unknown = sorted(set(kind_weights) - set(kinds))
+    if unknown:
+        raise ValueError(f"label kind weight for {', '.join(unknown)}: the labels have no such kind "
+                         f"(they have {', '.join(kinds) or 'none'})")
+    if any(w < 0 for w in kind_weights.values()):
+        raise ValueError(f"label kind weights must be >= 0, got {kind_weights}")
+
+
 class LabelHeads(nn.Module):
     """The auxiliary label loss: per label kind, a cosine classifier on the unit audio latents.
 
@@ -43,14 +58,9 @@ class LabelHeads(nn.Module):
     def __init__(self, items: Sequence[TrainItem], dim: int, scale: float = 10.0,
                  kind_weights: dict[str, float] | None = None):
         super().__init__()
-        kinds = sorted({kind for item in items for kind in (item.labels or {})})
+        kinds = label_kinds(items)
+        check_kind_weights(kinds, kind_weights or {})
         self.values = {k: sorted({item.labels[k] for item in items if item.labels and k in item.labels}) for k in kinds}
-        unknown = sorted(set(kind_weights or {}) - set(kinds))
-        if unknown:
-            raise ValueError(f"label kind weight for {', '.join(unknown)}: the labels have no such kind "
-                             f"(they have {', '.join(kinds) or 'none'})")
-        if any(w < 0 for w in (kind_weights or {}).values()):
-            raise ValueError(f"label kind weights must be >= 0, got {kind_weights}")
         self.weights = [float((kind_weights or {}).get(k, 1.0)) for k in kinds]
         self.scale = scale
         self.prototypes = nn.ParameterList(nn.Parameter(torch.randn(len(v), dim)) for v in self.values.values())
@@ -148,6 +158,8 @@ def train(
     rank, world = distributed_world()
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} must be divisible by the {world} ranks")
+    if config.label_weight > 0:  # before the feature pass, which takes minutes
+        check_kind_weights(label_kinds(items), config.label_kind_weights)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     # A frozen stem's output is cached instead of the mel, except for a wholly frozen tower with a mel or rhythm
