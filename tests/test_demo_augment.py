@@ -110,11 +110,23 @@ def test_a_paraphrase_typo_lands_in_a_named_phrase_not_in_the_frame():
 
     known = set().union(*(words(p) for name, value in CLIP.items() for p in PARAPHRASES[name][value]))
     frames = set().union(*(words(f.replace("{}", " ")) for f in PARAPHRASE_FRAMES)) | {"and"}  # and the joiner
+    def one_slip_from(word, candidates):  # a letter dropped, doubled, swapped or replaced
+        def near(a, b):
+            if len(a) == len(b):
+                diff = [i for i in range(len(a)) if a[i] != b[i]]
+                return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                          and a[diff[1]] == b[diff[0]])
+            short, long = sorted((a, b), key=len)
+            return len(long) == len(short) + 1 and any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+        return {c for c in candidates if near(word, c)}
+
     rng = np.random.default_rng(2)
     slipped = 0
     for _ in range(200):
         text = paraphrase(CLIP, rng, typo_rate=1.0)
         unknown = words(text) - known - frames
         assert len(unknown) <= 1, text
+        for word in unknown:  # a slip of a phrase word (a frame word's slip is seldom one slip from one)
+            assert one_slip_from(word, known), text
         slipped += len(unknown)
     assert slipped > 150  # most draws name a word of four letters or more
