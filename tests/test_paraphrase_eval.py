@@ -3,6 +3,7 @@ passed only when all of its top 3 clips carry every attribute it names."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from evaluation.paraphrase import (
     QUERIES,
     VALIDATION,
     VALIDATION_2,
+    VALIDATION_3,
     centroid_oracle,
     neighbour_agreement,
     read_queries,
@@ -20,7 +22,7 @@ from evaluation.paraphrase import (
 )
 
 
-@pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2])
+@pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3])
 def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
     queries = read_queries(path)
     assert len(queries) >= 60
@@ -31,7 +33,7 @@ def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
     assert {name for _, named in queries for name in named} == set(ATTRIBUTES)
 
 
-@pytest.mark.parametrize("a, b", [(QUERIES, VALIDATION), (QUERIES, VALIDATION_2), (VALIDATION, VALIDATION_2)])
+@pytest.mark.parametrize("a, b", list(itertools.combinations([QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3], 2)))
 def test_no_two_sets_share_a_query(a, b):
     def words(path):
         return {query.lower() for query, _ in read_queries(path)}
