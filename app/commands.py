@@ -58,10 +58,11 @@ def _add_result_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", metavar="OUT", help="also write the results as .m3u, .csv or .json (by extension)")
 
 
-def _print_results(args, results, heading: str, no_match, *, text_query: bool = False) -> int:
+def _print_results(args, results, heading: str, no_match, *, reading=None) -> int:
     """Print (and export) the results; no result exits with status 1 and says why on stderr (like grep).
-    A text query's answer carries its verdict: `--json` prints {"verdict", "results"}, the text output
-    says "no good match" above results that fit no better than unrelated texts."""
+    A text query's answer (its ``reading``: app.search.Reading) carries its verdict and what was searched for:
+    `--json` prints {"verdict", "searched_for", "corrections", "results"}, the text output says which words
+    were corrected and "no good match" above results that fit no better than unrelated texts."""
     from app import export
     from app.search import VERDICT_WORDS, answer_dict, answer_verdict
 
@@ -70,7 +71,7 @@ def _print_results(args, results, heading: str, no_match, *, text_query: bool = 
     if args.export:
         export.write(results, args.export)
     if args.json:
-        out = answer_dict(results) if text_query else [r.to_dict() for r in results]
+        out = answer_dict(results, reading) if reading else [r.to_dict() for r in results]
         print(json.dumps(out, indent=2, ensure_ascii=False))
     if not results:
         print(no_match(), file=sys.stderr)
@@ -78,7 +79,9 @@ def _print_results(args, results, heading: str, no_match, *, text_query: bool = 
     if args.json:
         return 0
     print(heading)
-    if text_query:
+    if reading:
+        if reading.corrections:
+            print(reading.note(), "Use --exact to search the words as typed.")
         name, meaning = VERDICT_WORDS[answer_verdict(results)]
         print(f"Verdict: {name}" + (f": {meaning}." if meaning else "."))
     for rank, r in enumerate(results, 1):
@@ -131,6 +134,8 @@ def add_arguments_search(parser: argparse.ArgumentParser) -> None:
                         help="but not like this description (repeatable)")
     parser.add_argument("--weights", metavar="K=V,...",
                         help="composition weights text, like, avoid (default 1, 1, 0.5), e.g. like=0.5")
+    parser.add_argument("--exact", action="store_true",
+                        help="search the words as typed: no spelling correction against the model's caption words")
 
 
 def run_search(args) -> int:
@@ -163,13 +168,14 @@ def _run_ranked(command: str, args, heading: str, *, query: str | None = None, s
                 check_query(text)
             weights = parse_weights(args.weights or "")
         service, _ = _open_service(args)
+        reading = None
         if query is not None:
+            reading = service.read_query(query, exact=args.exact)
             results = service.search(query, args.k, filters=filters, moments=args.moments, like=args.like,
-                                     avoid=args.avoid, weights=weights)
+                                     avoid=args.avoid, weights=weights, exact=args.exact)
         else:
             results = service.similar(source, args.k, filters=filters, moments=args.moments)
-        return _print_results(args, results, heading, lambda: service.no_match_message(filters),
-                              text_query=query is not None)
+        return _print_results(args, results, heading, lambda: service.no_match_message(filters), reading=reading)
 
     return _run(command, body)
 

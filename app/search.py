@@ -38,6 +38,7 @@ from indexer.catalog import VOCABULARY_COLLECTION
 from indexer.layout import has_catalog
 from indexer.vectors import Library, LibraryError, VectorIndexes
 from muq_model.identity import precision_conflict, same_vectors
+from muq_model.spelling import Correction, Speller
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,26 @@ def answer_verdict(results: Sequence[Result]) -> str:
     return verdict(max(confidences) if confidences else None)
 
 
-def answer_dict(results: Sequence[Result]) -> dict:
+@dataclass(frozen=True)
+class Reading:
+    """A text query as the search reads it: the words it searched for, and which typed words it corrected
+    (muq_model.spelling; none when the query is searched exactly as typed)."""
+
+    text: str
+    corrections: tuple[Correction, ...] = ()
+
+    def note(self) -> str:
+        """What the CLI and the page say about a corrected query; empty when nothing was corrected."""
+        if not self.corrections:
+            return ""
+        fixed = ", ".join(f"“{c.typed}” as “{c.read_as}”" for c in self.corrections)
+        return f"Searched for “{self.text}” (read {fixed})."
+
+
+def answer_dict(results: Sequence[Result], reading: Reading) -> dict:
     """A text query's answer as `search --json` and the ``/search`` API give it."""
-    return {"verdict": answer_verdict(results), "results": [r.to_dict() for r in results]}
+    return {"verdict": answer_verdict(results), "searched_for": reading.text,
+            "corrections": [c.to_dict() for c in reading.corrections], "results": [r.to_dict() for r in results]}
 
 
 @dataclass(frozen=True)
@@ -304,6 +322,7 @@ class SearchService:
         self._domain_report: tuple = (None, None)  # ((domain, generation), DomainReport)
         self._refused_generation: int | None = None
         self.texts = TextCollections(self.model, self._model_lock)
+        self.speller = Speller.for_model(self.model)  # None: the model keeps no caption words, nothing is corrected
         self._calibration: Calibration | None = None
         self._fingerprint = self.model.fingerprint()
         self._fingerprint_key = json.dumps(self._fingerprint, sort_keys=True)
@@ -379,6 +398,15 @@ class SearchService:
 
     # ---- text -> music -----------------------------------------------------------------------------
 
+    def read_query(self, text: str, *, exact: bool = False) -> Reading:
+        """The query as it will be searched: whitespace normalised, length checked, misspelt words corrected
+        against the model's caption words unless ``exact``."""
+        text = check_query(text, self.limits.max_query_chars)
+        if exact or self.speller is None:
+            return Reading(text)
+        corrected, corrections = self.speller.correct(text)
+        return Reading(corrected, tuple(corrections))
+
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
         return self._query_vectors(text)[0]
@@ -401,16 +429,17 @@ class SearchService:
     def search(
         self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False,
         like: Sequence = (), avoid: Sequence[str] = (), liked: Sequence[int] = (), disliked: Sequence[int] = (),
-        weights: QueryWeights | None = None,
+        weights: QueryWeights | None = None, exact: bool = False,
     ) -> list[Result]:
         """Tracks matching a description, best first, each with its calibrated confidence (the verdict on
-        the whole answer: :func:`answer_verdict`).
+        the whole answer: :func:`answer_verdict`). The description, and each one to avoid, is searched as
+        :meth:`read_query` reads it (``exact``: as typed).
 
         A composed query adds reference tracks or files (``like``) and subtracts descriptions to stay away
         from (``avoid``); relevance feedback then moves it towards the tracks marked ``liked`` and away from
         the ``disliked`` ones (:func:`compose`). References and disliked tracks are not returned."""
         weights = weights or QueryWeights()
-        vector, sentence = self._query_vectors(query)
+        vector, sentence = self._query_vectors(self.read_query(query, exact=exact).text)
         snapshot = self.snapshot()
         exclude: list[int] = []
         references = []
@@ -418,7 +447,7 @@ class SearchService:
             reference, excluded, _ = self._audio_query(snapshot, source)
             references.append(reference)
             exclude.extend(excluded)
-        avoided = [self._query_vectors(text)[0] for text in avoid]
+        avoided = [self._query_vectors(self.read_query(text, exact=exact).text)[0] for text in avoid]
         feedback = {}
         for name, ids in (("liked", liked), ("disliked", disliked)):
             ids = [int(t) for t in ids]
@@ -656,6 +685,7 @@ class SearchService:
             vocabulary=vocabulary_info(self.model),
             running_fingerprint=self._fingerprint,
             has_tokenizer=bool(getattr(self.model, "has_tokenizer", False)),
+            spelling_words=len(self.speller.counts) if self.speller else 0,  # 0: queries are searched as typed
             query_cache={"size": len(self.query_cache), "hits": self.query_cache.hits, "misses": self.query_cache.misses},
             problem=self._problem,
             serving_generation=snapshot and snapshot.generation,

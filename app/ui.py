@@ -283,6 +283,7 @@ class Session:
     like: tuple[int, ...] = ()
     liked: tuple[int, ...] = ()
     disliked: tuple[int, ...] = ()
+    exact: bool = False  # search the words as typed: no spelling correction
 
     def add(self, field_name: str, track_id: int) -> Session:
         """This session with the track added to one list (and taken out of the opposite thumb)."""
@@ -329,29 +330,32 @@ class Page:
         return (headline, results_html(results), *buttons)
 
     def run_search(self, query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags,
-                   avoid=""):
+                   avoid="", exact=False):
         """A new search: its answer, and a fresh session (the query that "More like this" and the thumbs refine)."""
         query, cut = _cut_query(query, self.service.limits.max_query_chars)
         try:
             filters = _filters(artist, album, year_min, year_max, duration_min, duration_max, tags)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return (*self.answer([], _message(exc), "search"), None)
-        session = Session(query, filters, tuple(_semicolon_list(avoid)))
+        session = Session(query, filters, tuple(_semicolon_list(avoid)), exact=bool(exact))
         return (*self.refined(session, k, moments, cut), session)
 
     def refined(self, session: Session, k, moments, cut: str = ""):
         """The answer to the session's query with its references and feedback (app.search.compose)."""
         try:
+            reading = self.service.read_query(session.query, exact=session.exact)
             results = self.service.search(session.query, int(k), filters=session.filters, moments=bool(moments),
                                           like=session.like, avoid=session.avoid, liked=session.liked,
-                                          disliked=session.disliked)
+                                          disliked=session.disliked, exact=session.exact)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return self.answer([], _message(exc), "search")
         if not results:
             return self.answer([], html.escape(self.service.no_match_message(session.filters)) + cut, "search")
         where = f" with {html.escape(session.filters.describe())}" if session.filters.active else ""
         headline = f"{len(results)} tracks for “{html.escape(session.query)}”{where}{self.refinements(session)}.{cut}"
-        return self.answer(results, verdict_headline(answer_verdict(results)) + headline, "search")
+        spelling = (f"{html.escape(reading.note())} Tick “Exact wording” to search the words as typed. "
+                    if reading.corrections else "")
+        return self.answer(results, verdict_headline(answer_verdict(results)) + spelling + headline, "search")
 
     def refinements(self, session: Session) -> str:
         snapshot = self.service.snapshot()
@@ -417,6 +421,8 @@ class Page:
             f"**Library:** `{s['library']}`",
             f"**Tags:** the {html.escape(s['vocabulary']['name'])} vocabulary ({s['vocabulary']['tags']} tags); "
             "a tag shows only when it beats 95 % of unrelated texts on the track",
+            "**Spelling:** " + (f"misspelt query words are read as the nearest of the model's {s['spelling_words']} "
+                                "caption words" if s["spelling_words"] else "queries are searched as typed"),
             f"**Tracks:** {s['tracks']} · **segments:** {s['segments']} · **audio:** {round(s['audio_hours'], 2)} h",
             f"**Index:** {s['index_type'] or 'none yet'} (generation {s['serving_generation'] or '–'}; "
             f"segments: {s.get('segment_index_type') or '–'})",
@@ -486,6 +492,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                         k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="Results")
                         moments = gr.Checkbox(value=True, label="Moments (start at the best 10 s)",
                                               elem_id="moments")
+                        exact = gr.Checkbox(value=False, label="Exact wording (no spelling correction)",
+                                            elem_id="exact")
                     with gr.Row():
                         artist = gr.Textbox(label="Artist contains")
                         album = gr.Textbox(label="Album contains")
@@ -530,7 +538,8 @@ def build_app(service: SearchService, info: AppInfo) -> gr.Blocks:
                 refresh = gr.Button("Refresh", size="sm")
 
         session = gr.State(None)  # the search that "More like this" and the thumbs refine
-        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags, avoid]
+        search_inputs = [query, k, moments, artist, album, year_min, year_max, duration_min, duration_max, tags, avoid,
+                         exact]
         search_outputs = [search_message, results, *search_exports]
         for trigger in (search_button.click, query.submit):
             trigger(page.run_search, search_inputs, [*search_outputs, session], api_visibility="private")
@@ -565,16 +574,19 @@ def _api_endpoints(service: SearchService) -> None:
         return call
 
     def search(query: str, k: float = 10, moments: bool = False, filters: str = "", like: str = "",
-               avoid: str = "", liked: str = "", disliked: str = "", weights: str = "") -> dict:
-        """{"verdict": strong|weak|none, "results": [...]}: tracks matching a description, each with its
-        calibrated confidence; filters like "artist=Bach; year=1990..1999; tag=piano". Composed: like =
-        library track ids ("42, 7"), avoid = descriptions ("sad; drums"); feedback: liked / disliked track
-        ids (Rocchio); weights like "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
+               avoid: str = "", liked: str = "", disliked: str = "", weights: str = "", exact: bool = False) -> dict:
+        """{"verdict": strong|weak|none, "searched_for": the query as searched, "corrections": [{"typed",
+        "read_as"}], "results": [...]}: tracks matching a description, each with its calibrated confidence;
+        misspelt words are corrected against the model's caption words unless exact; filters like
+        "artist=Bach; year=1990..1999; tag=piano". Composed: like = library track ids ("42, 7"), avoid =
+        descriptions ("sad; drums"); feedback: liked / disliked track ids (Rocchio); weights like
+        "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
         parsed = Filters.parse(_semicolon_list(filters))
+        reading = service.read_query(query, exact=bool(exact))
         return answer_dict(service.search(
             query, int(k), filters=parsed, moments=bool(moments), like=_ids(like, "like"),
             avoid=_semicolon_list(avoid), liked=_ids(liked, "liked"),
-            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights)))
+            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights), exact=bool(exact)), reading)
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
         """Library tracks that sound like an uploaded clip or a library track id (never itself)."""
@@ -587,11 +599,11 @@ def _api_endpoints(service: SearchService) -> None:
     with gr.Group(visible=False):
         like, avoid, liked, disliked, weights = (gr.Textbox(value="") for _ in range(5))
         text, number = gr.Textbox(), gr.Number(value=10)
-        flag, filter_text = gr.Checkbox(value=False), gr.Textbox(value="")
+        flag, exact, filter_text = gr.Checkbox(value=False), gr.Checkbox(value=False), gr.Textbox(value="")
         audio, track_id = gr.File(file_types=["audio"], type="filepath"), gr.Textbox(value="")
         out, out_dict = gr.JSON(label="results"), gr.JSON(label="description")
         button = gr.Button()
-    button.click(guarded(search), [text, number, flag, filter_text, like, avoid, liked, disliked, weights], out,
+    button.click(guarded(search), [text, number, flag, filter_text, like, avoid, liked, disliked, weights, exact], out,
                  api_name="search")
     button.click(guarded(similar), [audio, track_id, number], out, api_name="similar")
     button.click(guarded(describe), [audio, track_id, number], out_dict, api_name="describe")

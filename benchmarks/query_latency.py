@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> Report:
 
 def _post_search(url: str, query: str) -> dict:
     """One plain HTTP POST to the /search endpoint, as curl would send it; the JSON answer."""
-    body = json.dumps({"data": [query, 10, False, "", "", "", "", "", ""]}).encode()
+    body = json.dumps({"data": [query, 10, False, "", "", "", "", "", "", False]}).encode()
     request = urllib.request.Request(f"{url.rstrip('/')}/gradio_api/run/search", body,
                                      {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:

@@ -1,6 +1,6 @@
 """Does the demo model understand wording no caption template wrote? Top-3 precision on held-out paraphrases.
 
-    python -m evaluation.paraphrase [--model DIR] [--queries FILE] [--json] [--out report.json]
+    python -m evaluation.paraphrase [--model DIR] [--queries FILE] [--exact] [--json] [--out report.json]
 
 Four sets of queries (JSONL ``{"query", "attributes"}``: synonyms, paraphrases, one-word queries, long
 sentences and misspellings, written apart from the caption templates and never used for training):
@@ -147,10 +147,14 @@ def clip_vectors(model, records: list[dict]) -> tuple[np.ndarray, str]:
 def main(argv: list[str] | None = None) -> int:
     import data.demo
     from muq_model import MuQMuLan
+    from muq_model.spelling import Speller
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=data.demo.DEMO_MODEL_DIR, help="the model (default: %(default)s)")
     parser.add_argument("--queries", type=Path, default=QUERIES, help="the query set (default: %(default)s)")
+    parser.add_argument("--exact", action="store_true",
+                        help="embed the queries as typed; by default misspelt words are corrected as the search "
+                             "corrects them (muq_model.spelling)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
@@ -162,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     model = MuQMuLan.from_pretrained(args.model).eval()
     records = data.demo.load_records()
     vectors, source = clip_vectors(model, records)
-    text = model.embed_text([q for q, _ in queries]).float().numpy()
+    speller = None if args.exact else Speller.for_model(model)
+    searched = [speller.correct(q)[0] if speller else q for q, _ in queries]
+    text = model.embed_text(searched).float().numpy()
     attributes = [r["attributes"] for r in records]
     oracle = centroid_oracle(vectors, attributes, queries)
     report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
                   model=str(args.model), clips=len(records), clip_vectors=source,
+                  spelling="corrected" if speller else "as typed",
+                  corrected={q: s for (q, _), s in zip(queries, searched, strict=True) if s != q},
                   centroid_oracle={"passed": oracle["passed"],
                                    "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}},
                   audio_neighbours=neighbour_agreement(vectors, attributes))
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = report["passed"]
     print(f"{args.model}: {p['value']:.3f} [95% CI {p['ci_low']:.3f}, {p['ci_high']:.3f}] of {len(queries)} "
-          f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, {source})")
+          f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, {source}; "
+          f"queries {report['spelling']}, {len(report['corrected'])} corrected)")
     c = report["centroid_oracle"]
     for kind, entry in report["per_kind"].items():
         print(f"  {kind:<10} {entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "
@@ -190,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for miss in report["misses"]:
         wrong = ", ".join(f"{k}={v}" for k, v in miss["attributes"].items() if not miss["kinds_carried"][k])
         tops = "; ".join(" ".join(top[k] for k in miss["attributes"]) for top in miss["top"])
-        print(f"  {miss['query']!r}: wrong {wrong} (top {TOP}: {tops})")
+        read_as = f" searched as {report['corrected'][miss['query']]!r}" if miss["query"] in report["corrected"] else ""
+        print(f"  {miss['query']!r}{read_as}: wrong {wrong} (top {TOP}: {tops})")
     return 0
 
 

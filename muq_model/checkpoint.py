@@ -19,6 +19,7 @@ import torch
 
 from muq_model.config import MuQMuLanConfig
 from muq_model.identity import file_sha256
+from muq_model.spelling import CAPTION_WORDS_FILE, read_caption_words, write_caption_words
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def resolve_source(name_or_path: str | Path, *, allow_patterns: list[str] | None
         raise CheckpointError(f"cannot fetch {text!r} from the Hugging Face hub: {type(exc).__name__}: {exc}") from exc
 
 
-MODEL_PATTERNS = [CONFIG_FILE, SAFETENSORS_FILE, BIN_FILE, *TOKENIZER_FILES]
+MODEL_PATTERNS = [CONFIG_FILE, SAFETENSORS_FILE, BIN_FILE, *TOKENIZER_FILES, CAPTION_WORDS_FILE]
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ def load_pretrained(cls, name_or_path, *, tokenizer=None, device=None, dtype=Non
     state = map_official_state_dict(model, read_state_dict(weights_file(directory)), skip_text_encoder=external)
     model.load_state_dict(state, strict=not external, assign=True)
     model.model_id = str(name_or_path)
+    model.caption_words = read_caption_words(directory)
     model.eval().float()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
@@ -310,6 +312,8 @@ def save_pretrained(model, directory) -> Path:
     (directory / CONFIG_FILE).write_text(model.config.to_json())
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(directory))
+    if model.caption_words:
+        write_caption_words(directory, model.caption_words)
     return directory
 
 

@@ -51,6 +51,7 @@ class MuQMuLan(nn.Module):
         self.tokenizer = tokenizer
         self.clip_policy = ClipPolicy(config.clip_samples, official_compat=official_compat)
         self.model_id = "random-init"
+        self.caption_words: dict[str, int] = {}  # words of the training captions, for query spelling (muq_model.spelling)
         self.clip_batch_samples = DEFAULT_CLIP_BATCH_SAMPLES
         self._weights_hash: tuple[tuple, str] | None = None  # (weights_version key, hash), see weights_hash
         self.precision = "fp32"  # see set_precision

@@ -144,6 +144,23 @@ def service(app_library, tiny_model):
     service.close()
 
 
+@pytest.fixture(scope="module")
+def demo_library(tmp_path_factory):
+    """The whole demo library installed from the prebuilt catalog (no clip embedded), and its model."""
+    from app import choose
+    from muq_model import MuQMuLan
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("home")))
+    patch.delenv("MUQSEARCH_LIBRARY", raising=False)
+    patch.delenv("MUQSEARCH_MODEL", raising=False)
+    setup = choose.resolve(None, None)
+    model = MuQMuLan.from_pretrained(setup.model).eval()
+    choose.index_if_needed(setup, model, setup.model, progress=False)
+    yield setup, model
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def app_server(app_library, tiny_model):
     """The real web app (UI + API) on 127.0.0.1 at a free port, serving the app library: (url, service)."""

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
+
+import data.demo
 from indexer.tags import ID3_FRAMES
+
+needs_demo = pytest.mark.skipif(not (Path(data.demo.DEMO_MODEL_DIR) / "config.json").is_file(),
+                                reason="the demo model is not in data/demo/model")
 
 
 def write_tags(path: str | os.PathLike, **tags: str) -> None:

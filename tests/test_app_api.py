@@ -53,11 +53,11 @@ def test_search_answers_one_plain_http_post(app_server):
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
-    status, body = post("slow sad piano", 3, False, "", "", "", "", "", "")
+    status, body = post("slow sad piano", 3, False, "", "", "", "", "", "", False)
     assert status == 200
     assert [r["track_id"] for r in body["data"][0]["results"]] == [
         r.track_id for r in service.search("slow sad piano", 3)]
-    status, body = post("piano", 3, False, "colour=red", "", "", "", "", "")
+    status, body = post("piano", 3, False, "colour=red", "", "", "", "", "", False)
     assert status == 500 and "unknown key" in body["error"]
 
 

@@ -90,6 +90,16 @@ def test_demo_world_page_finds_slow_music_plays_it_and_shows_every_tab(demo_serv
         page.fill("#query textarea", "a podcast interview about politics")  # nothing like it in the world
         page.click("#search-button")
         page.wait_for_function("document.querySelector('#search-message')?.innerText.includes('No good match')")
+        page.fill("#query textarea", "slow sad pianno")  # a slip: searched as the caption word, and said so
+        page.click("#search-button")
+        page.wait_for_function(
+            "document.querySelector('#search-message')?.innerText.includes('Searched for “slow sad piano”')")
+        page.get_by_text("Options and filters").click()
+        page.check("#exact input")  # as typed: no correction, nothing to say about it
+        page.click("#search-button")
+        page.wait_for_function("(() => { const m = document.querySelector('#search-message')?.innerText || '';"
+                               " return m.includes('for “slow sad pianno”') && !m.includes('Searched for'); })()")
+        page.uncheck("#exact input")
         page.fill("#query textarea", "slow sad piano")
         page.click("#search-button")
         # wait for this query's own answer: the podcast answer's message also says "tracks for"

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import data.demo
 from evaluation.confidence import QUERIES, read_queries
 from indexer import calibration
 from indexer.calibration import Calibration, NullBank, load_null_texts, verdict
+from tests.helpers import needs_demo
 
 
 def _unit(x):
@@ -81,27 +80,6 @@ def test_the_null_bank_is_embedded_once_per_library_and_model(fresh_app_library,
 
 # --------------------------------------------------------------------------------------------------
 # The demo world
-
-
-needs_demo = pytest.mark.skipif(not (Path(data.demo.DEMO_MODEL_DIR) / "config.json").is_file(),
-                                reason="the demo model is not in data/demo/model")
-
-
-@pytest.fixture(scope="module")
-def demo_library(tmp_path_factory):
-    """The whole demo library installed from the prebuilt catalog (no clip embedded), and its model."""
-    from app import choose
-    from muq_model import MuQMuLan
-
-    patch = pytest.MonkeyPatch()
-    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("home")))
-    patch.delenv("MUQSEARCH_LIBRARY", raising=False)
-    patch.delenv("MUQSEARCH_MODEL", raising=False)
-    setup = choose.resolve(None, None)
-    model = MuQMuLan.from_pretrained(setup.model).eval()
-    choose.index_if_needed(setup, model, setup.model, progress=False)
-    yield setup, model
-    patch.undo()
 
 
 OUT_OF_WORLD = ("a podcast interview about politics", "rap vocals over a trap beat")

@@ -148,6 +148,8 @@ def test_a_few_steps_make_the_loss_fall(tmp_path, dataset, train_stem):
     assert (tmp_path / "out" / "model.safetensors").is_file()
     reloaded = MuQMuLan.from_pretrained(tmp_path / "out")
     torch.testing.assert_close(reloaded.embed_text(["piano chords"]), model.eval().embed_text(["piano chords"]))
+    assert reloaded.caption_words == model.caption_words  # the words its captions taught it, for query spelling
+    assert reloaded.caption_words["chords"] == 6 and reloaded.caption_words["music"] == 6
 
 
 def test_a_frozen_audio_tower_makes_the_same_vectors_after_training(tmp_path, dataset):
@@ -253,6 +255,7 @@ def test_resume_continues_exactly(tmp_path, dataset, with_labels):
         torch.testing.assert_close(a, b, msg=name)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [5, 8]
+    assert resumed.caption_words == straight.caption_words  # counted once, however many runs it took
 
 
 def test_undecodable_files_are_skipped_and_reported(tmp_path, dataset, capsys):

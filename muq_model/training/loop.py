@@ -18,6 +18,7 @@ from torch import nn
 from muq_model.contrastive import ContrastiveLoss
 from muq_model.distributed import distributed_world, mean_over_ranks, sync_batch_norms
 from muq_model.runtime import precision_context
+from muq_model.spelling import count_words, drop_slips
 from muq_model.training.batches import BatchSampler
 from muq_model.training.data import DataError, TrainItem
 from muq_model.training.features import prepare_features
@@ -181,6 +182,12 @@ def train(
     kept, features = prepare_features(model, items, load_audio, frozen_stem=cache_stem, progress=rank == 0)
     if len(kept) < 2:
         raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
+    # The words the text side learns, kept with the model for query spelling. A word's count is the larger of
+    # its earlier stages' and this data's, so a resumed run writes the same list.
+    words = dict(model.caption_words)
+    for word, count in count_words(caption for item in kept for caption in item.captions).items():
+        words[word] = max(count, words.get(word, 0))
+    model.caption_words = drop_slips(words)
     labels = None
     if config.label_weight > 0:
         if not any(item.labels for item in kept):

@@ -1,0 +1,77 @@
+"""Query spelling on the demo world through the real service, CLI and HTTP API: a misspelt word is searched
+as the caption word it slipped from, the answer says so, and exact searches the words as typed."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from app.cli import main
+from app.search import SearchService, rank_tracks
+from tests.helpers import needs_demo
+
+pytestmark = needs_demo
+
+
+def test_the_service_reads_a_slip_as_the_caption_word_and_exact_keeps_it(demo_library):
+    setup, model = demo_library
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
+    try:
+        reading = service.read_query("fast  gitar")
+        assert (reading.text, [c.to_dict() for c in reading.corrections]) == (
+            "fast guitar", [{"typed": "gitar", "read_as": "guitar"}])
+        assert "read “gitar” as “guitar”" in reading.note()
+        assert service.read_query("fast gitar", exact=True).text == "fast gitar"
+        ids = [r.track_id for r in service.search("fast gitar", 10)]
+        assert ids == [r.track_id for r in service.search("fast guitar", 10)]
+        as_typed = [r.track_id for r in service.search("fast gitar", 10, exact=True)]
+        by_vector, _ = rank_tracks(service.snapshot(), service.embed_query("fast gitar"), 10)  # the raw words' vector
+        assert as_typed == by_vector.tolist()
+        assert service.status()["spelling_words"] == len(model.caption_words) > 100
+    finally:
+        service.close()
+
+
+def test_the_cli_says_what_it_searched_for(demo_library, capsys):
+    setup, _ = demo_library
+    library = ["--library", str(setup.library_dir)]
+    assert main([*library, "--json", "search", "fast gitar", "-k", "5"]) == 0
+    corrected = json.loads(capsys.readouterr().out)
+    assert corrected["searched_for"] == "fast guitar"
+    assert corrected["corrections"] == [{"typed": "gitar", "read_as": "guitar"}]
+    assert main([*library, "--json", "search", "fast guitar", "-k", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"] == corrected["results"]
+    assert main([*library, "--json", "search", "fast gitar", "-k", "5", "--exact"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert (exact["searched_for"], exact["corrections"]) == ("fast gitar", [])
+    assert main([*library, "search", "fast gitar", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Searched for “fast guitar” (read “gitar” as “guitar”)" in out and "--exact" in out
+    assert main([*library, "search", "fast guitar", "-k", "3"]) == 0
+    assert "Searched for" not in capsys.readouterr().out  # nothing corrected, nothing said
+
+
+def test_the_api_corrects_unless_exact(demo_library):
+    from gradio_client import Client
+
+    from app.ui import app_info, launch
+
+    setup, model = demo_library
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
+    try:
+        client = Client(url, verbose=False, download_files=False)
+        answer = client.predict(query="walts on the orgen", k=5, api_name="/search")
+        assert answer["searched_for"] == "waltz on the organ"
+        assert answer["corrections"] == [{"typed": "walts", "read_as": "waltz"}, {"typed": "orgen", "read_as": "organ"}]
+        assert [r["track_id"] for r in answer["results"]] == [r.track_id for r in service.search("waltz on the organ", 5)]
+        exact = client.predict(query="walts on the orgen", k=5, exact=True, api_name="/search")
+        assert (exact["searched_for"], exact["corrections"]) == ("walts on the orgen", [])
+        assert [r["track_id"] for r in exact["results"]] == [
+            r.track_id for r in service.search("walts on the orgen", 5, exact=True)]
+    finally:
+        app.close()
+        service.close()
