@@ -211,6 +211,8 @@ def run_status(args: argparse.Namespace) -> int:
         if status["vocabulary"]:
             v = status["vocabulary"]
             print(f"tags:      the {v['name']} vocabulary ({v['tags']} tags, {v['path']})")
+        if status["spelling_words"]:
+            print(f"spelling:  misspelt query words are read as the nearest of {status['spelling_words']} caption words")
         if status["fingerprint"]:
             print("           " + ", ".join(f"{k}={v}" for k, v in status["fingerprint"].items()))
         print(f"index:     {status['index_type']} (tracks), {status['segment_index_type']} (segments), "

@@ -11,6 +11,7 @@ from indexer import ann
 from indexer.autotag import vocabulary_info
 from indexer.catalog import IndexRun
 from indexer.domain import DomainReport, check_library, declared_domain
+from muq_model.spelling import read_caption_words
 
 _LIBRARY_MODEL = object()  # domain default: the one the library's recorded model declares
 
@@ -54,6 +55,8 @@ def library_status(library, *, check_index: bool = True, domain: DomainReport | 
         "model": model,
         "domain": domain and domain.to_dict(),
         "vocabulary": vocabulary_info(model) if model else None,  # what its auto-tags are drawn from
+        # words its queries are spell-corrected against (muq_model.spelling); 0: searched as typed
+        "spelling_words": len(read_caption_words(model)) if model and Path(model).is_dir() else 0,
         "fingerprint": catalog.fingerprint,
         "index_type": index_type,
         "segment_index_type": catalog.get_meta("segment_index_type"),

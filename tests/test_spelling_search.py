@@ -49,6 +49,9 @@ def test_the_cli_says_what_it_searched_for(demo_library, capsys):
     assert "Searched for “fast guitar” (read “gitar” as “guitar”)" in out and "--exact" in out
     assert main([*library, "search", "fast guitar", "-k", "3"]) == 0
     assert "Searched for" not in capsys.readouterr().out  # nothing corrected, nothing said
+    assert main([*library, "status"]) == 0
+    words = len(demo_library[1].caption_words)
+    assert f"spelling:  misspelt query words are read as the nearest of {words} caption words" in capsys.readouterr().out
 
 
 def test_the_api_corrects_unless_exact(demo_library):
