@@ -161,6 +161,25 @@ def demo_library(tmp_path_factory):
     patch.undo()
 
 
+@pytest.fixture(scope="module")
+def demo_api(demo_library):
+    """The installed demo library's web app on a free local port: (a gradio client, the service behind it)."""
+    from gradio_client import Client
+
+    from app.search import SearchService
+    from app.ui import app_info, launch
+
+    setup, model = demo_library
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
+    yield Client(url, verbose=False, download_files=False), service
+    app.close()
+    service.close()
+
+
 @pytest.fixture(scope="session")
 def app_server(app_library, tiny_model):
     """The real web app (UI + API) on 127.0.0.1 at a free port, serving the app library: (url, service)."""

@@ -4,7 +4,6 @@ the real CLI and the real HTTP API, "no good match" for what the world does not 
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -104,27 +103,12 @@ def test_the_cli_says_no_good_match_for_what_the_demo_world_lacks(demo_library, 
 
 
 @needs_demo
-def test_the_api_gives_the_same_verdicts(demo_library):
-    from gradio_client import Client
-
-    from app.search import SearchService
-    from app.ui import app_info, launch
-
-    setup, model = demo_library
-    service = SearchService(setup.library_dir, model, model_name=setup.model)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
-    try:
-        client = Client(url, verbose=False, download_files=False)
-        for query in OUT_OF_WORLD:
-            assert client.predict(query, 5, False, "", api_name="/search")["verdict"] == "none"
-        answer = client.predict("slow sad piano", 5, False, "", api_name="/search")
-        assert answer["verdict"] in ("strong", "weak")
-        page = service.search("slow sad piano", 5)
-        assert [r["track_id"] for r in answer["results"]] == [r.track_id for r in page]
-        assert [r["confidence"] for r in answer["results"]] == [round(r.confidence, 4) for r in page]
-    finally:
-        app.close()
-        service.close()
+def test_the_api_gives_the_same_verdicts(demo_api):
+    client, service = demo_api
+    for query in OUT_OF_WORLD:
+        assert client.predict(query, 5, False, "", api_name="/search")["verdict"] == "none"
+    answer = client.predict("slow sad piano", 5, False, "", api_name="/search")
+    assert answer["verdict"] in ("strong", "weak")
+    page = service.search("slow sad piano", 5)
+    assert [r["track_id"] for r in answer["results"]] == [r.track_id for r in page]
+    assert [r["confidence"] for r in answer["results"]] == [round(r.confidence, 4) for r in page]

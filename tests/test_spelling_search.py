@@ -4,7 +4,6 @@ as the caption word it slipped from, the answer says so, and exact searches the 
 from __future__ import annotations
 
 import json
-import socket
 
 from app.cli import main
 from app.search import SearchService, rank_tracks
@@ -54,27 +53,13 @@ def test_the_cli_says_what_it_searched_for(demo_library, capsys):
     assert f"spelling:  misspelt query words are read as the nearest of {words} caption words" in capsys.readouterr().out
 
 
-def test_the_api_corrects_unless_exact(demo_library):
-    from gradio_client import Client
-
-    from app.ui import app_info, launch
-
-    setup, model = demo_library
-    service = SearchService(setup.library_dir, model, model_name=setup.model)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app, url = launch(service, app_info(setup), port=port, block=False, quiet=True)
-    try:
-        client = Client(url, verbose=False, download_files=False)
-        answer = client.predict(query="walts on the orgen", k=5, api_name="/search")
-        assert answer["searched_for"] == "waltz on the organ"
-        assert answer["corrections"] == [{"typed": "walts", "read_as": "waltz"}, {"typed": "orgen", "read_as": "organ"}]
-        assert [r["track_id"] for r in answer["results"]] == [r.track_id for r in service.search("waltz on the organ", 5)]
-        exact = client.predict(query="walts on the orgen", k=5, exact=True, api_name="/search")
-        assert (exact["searched_for"], exact["corrections"]) == ("walts on the orgen", [])
-        assert [r["track_id"] for r in exact["results"]] == [
-            r.track_id for r in service.search("walts on the orgen", 5, exact=True)]
-    finally:
-        app.close()
-        service.close()
+def test_the_api_corrects_unless_exact(demo_api):
+    client, service = demo_api
+    answer = client.predict(query="walts on the orgen", k=5, api_name="/search")
+    assert answer["searched_for"] == "waltz on the organ"
+    assert answer["corrections"] == [{"typed": "walts", "read_as": "waltz"}, {"typed": "orgen", "read_as": "organ"}]
+    assert [r["track_id"] for r in answer["results"]] == [r.track_id for r in service.search("waltz on the organ", 5)]
+    exact = client.predict(query="walts on the orgen", k=5, exact=True, api_name="/search")
+    assert (exact["searched_for"], exact["corrections"]) == ("walts on the orgen", [])
+    assert [r["track_id"] for r in exact["results"]] == [
+        r.track_id for r in service.search("walts on the orgen", 5, exact=True)]
