@@ -67,7 +67,7 @@ def demo_server(tmp_path_factory):
 def test_demo_world_page_finds_slow_music_plays_it_and_shows_every_tab(demo_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    url, _ = demo_server
+    url, service = demo_server
     shots = Path(os.environ.get("MUQSEARCH_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -99,6 +99,8 @@ def test_demo_world_page_finds_slow_music_plays_it_and_shows_every_tab(demo_serv
         page.click("#search-button")
         page.wait_for_function("(() => { const m = document.querySelector('#search-message')?.innerText || '';"
                                " return m.includes('for “slow sad pianno”') && !m.includes('Searched for'); })()")
+        as_typed = [r.title for r in service.search("slow sad pianno", k=10, exact=True)]
+        assert page.locator("#results .mq-title").all_inner_texts() == as_typed
         page.uncheck("#exact input")
         page.fill("#query textarea", "slow sad piano")
         page.click("#search-button")

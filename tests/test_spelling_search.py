@@ -43,6 +43,12 @@ def test_the_cli_says_what_it_searched_for(demo_library, capsys):
     assert main([*library, "--json", "search", "fast gitar", "-k", "5", "--exact"]) == 0
     exact = json.loads(capsys.readouterr().out)
     assert (exact["searched_for"], exact["corrections"]) == ("fast gitar", [])
+    service = SearchService(setup.library_dir, demo_library[1], model_name=setup.model)
+    try:
+        as_typed, _ = rank_tracks(service.snapshot(), service.embed_query("fast gitar"), 5)
+    finally:
+        service.close()
+    assert [r["track_id"] for r in exact["results"]] == as_typed.tolist()
     assert main([*library, "search", "fast gitar", "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "Searched for “fast guitar” (read “gitar” as “guitar”)" in out and "--exact" in out
