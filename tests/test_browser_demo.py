@@ -18,6 +18,7 @@ from test_browser_ui import CHROMIUM, CHROMIUM_ARGS  # noqa: I001  (tests/ is on
 
 import data.demo
 from app import choose
+from tests.helpers import needs_demo
 
 SAMPLE = 200  # clips: a few slow minor piano ones among them; indexed in about 2 minutes on 2 busy cores
 SCREENSHOTS = os.environ.get("MUQSEARCH_SCREENSHOTS")  # then all of them, as a fresh install shows them
@@ -26,8 +27,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: apt-get install chromium"),
-    pytest.mark.skipif(not (Path(data.demo.DEMO_MODEL_DIR) / "config.json").is_file(),
-                       reason="the demo model is not in data/demo/model (yet)"),
+    needs_demo,
 ]
 
 
