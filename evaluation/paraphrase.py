@@ -2,12 +2,12 @@
 
     python -m evaluation.paraphrase [--model DIR] [--queries FILE] [--exact] [--json] [--out report.json]
 
-Four sets of queries (JSONL ``{"query", "attributes"}``: synonyms, paraphrases, one-word queries, long
+Five sets of queries (JSONL ``{"query", "attributes"}``: synonyms, paraphrases, one-word queries, long
 sentences and misspellings, written apart from the caption templates and never used for training):
 ``evaluation/sets/paraphrase_test.jsonl``, the default, never used for model selection (score a model on
-it once it is chosen), and three validation sets (``--queries``), ``paraphrase_validation.jsonl``,
-``paraphrase_validation_2.jsonl`` and ``paraphrase_validation_3.jsonl`` (earlier test sets, each until its
-misses were read), which chose the demo model
+it once it is chosen), and four validation sets (``--queries``), ``paraphrase_validation.jsonl``,
+``paraphrase_validation_2.jsonl``, ``paraphrase_validation_3.jsonl`` and ``paraphrase_validation_4.jsonl``
+(earlier test sets, each until its misses were read), which chose the demo model
 (its card says how). Every query is ranked against the whole demo world (720 clips) by cosine similarity,
 as the search ranks them. A query passes when ALL of its top 3 clips carry every attribute it names
 (truth: each clip's generated attributes). Reported: the share of passing queries with a seeded bootstrap
@@ -33,6 +33,7 @@ QUERIES = Path(__file__).resolve().parent / "sets" / "paraphrase_test.jsonl"
 VALIDATION = QUERIES.with_name("paraphrase_validation.jsonl")
 VALIDATION_2 = QUERIES.with_name("paraphrase_validation_2.jsonl")
 VALIDATION_3 = QUERIES.with_name("paraphrase_validation_3.jsonl")
+VALIDATION_4 = QUERIES.with_name("paraphrase_validation_4.jsonl")
 TOP = 3
 
 

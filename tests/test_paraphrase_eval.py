@@ -15,6 +15,7 @@ from evaluation.paraphrase import (
     VALIDATION,
     VALIDATION_2,
     VALIDATION_3,
+    VALIDATION_4,
     centroid_oracle,
     neighbour_agreement,
     read_queries,
@@ -22,18 +23,18 @@ from evaluation.paraphrase import (
 )
 
 
-@pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3])
+@pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3, VALIDATION_4])
 def test_each_set_has_enough_valid_queries_covering_every_attribute_kind(path):
     queries = read_queries(path)
     assert len(queries) >= 60
     assert len({q for q, _ in queries}) == len(queries)
     for _, named in queries:
-        assert 1 <= len(named) <= 3
+        assert 1 <= len(named) <= 4
         assert all(value in ATTRIBUTES[name] for name, value in named.items())
     assert {name for _, named in queries for name in named} == set(ATTRIBUTES)
 
 
-@pytest.mark.parametrize("a, b", list(itertools.combinations([QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3], 2)))
+@pytest.mark.parametrize("a, b", list(itertools.combinations([QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3, VALIDATION_4], 2)))
 def test_no_two_sets_share_a_query(a, b):
     def words(path):
         return {query.lower() for query, _ in read_queries(path)}
