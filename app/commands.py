@@ -58,20 +58,20 @@ def _add_result_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", metavar="OUT", help="also write the results as .m3u, .csv or .json (by extension)")
 
 
-def _print_results(args, results, heading: str, no_match, *, reading=None) -> int:
+def _print_results(args, results, heading: str, no_match, *, answer=None) -> int:
     """Print (and export) the results; no result exits with status 1 and says why on stderr (like grep).
-    A text query's answer (its ``reading``: app.search.Reading) carries its verdict and what was searched for:
-    `--json` prints {"verdict", "searched_for", "corrections", "results"}, the text output says which words
+    A text query's ``answer`` (app.search.Answer) carries its verdict and what was searched for: `--json`
+    prints {"verdict", "searched_for", "avoided", "corrections", "results"}, the text output says which words
     were corrected and "no good match" above results that fit no better than unrelated texts."""
     from app import export
-    from app.search import VERDICT_WORDS, answer_dict, answer_verdict
+    from app.search import VERDICT_WORDS
 
     if args.m3u:
         export.write(results, args.m3u, "m3u")
     if args.export:
         export.write(results, args.export)
     if args.json:
-        out = answer_dict(results, reading) if reading else [r.to_dict() for r in results]
+        out = answer.to_dict() if answer else [r.to_dict() for r in results]
         print(json.dumps(out, indent=2, ensure_ascii=False))
     if not results:
         print(no_match(), file=sys.stderr)
@@ -79,10 +79,10 @@ def _print_results(args, results, heading: str, no_match, *, reading=None) -> in
     if args.json:
         return 0
     print(heading)
-    if reading:
-        if reading.corrections:
-            print(reading.note(), "Use --exact to search the words as typed.")
-        name, meaning = VERDICT_WORDS[answer_verdict(results)]
+    if answer:
+        if answer.corrections:
+            print(answer.note(), "Use --exact to search the words as typed.")
+        name, meaning = VERDICT_WORDS[answer.verdict]
         print(f"Verdict: {name}" + (f": {meaning}." if meaning else "."))
     for rank, r in enumerate(results, 1):
         who = f" — {r.artist}" if r.artist else ""
@@ -168,14 +168,14 @@ def _run_ranked(command: str, args, heading: str, *, query: str | None = None, s
                 check_query(text)
             weights = parse_weights(args.weights or "")
         service, _ = _open_service(args)
-        reading = None
+        answer = None
         if query is not None:
-            reading = service.read_query(query, exact=args.exact)
-            results = service.search(query, args.k, filters=filters, moments=args.moments, like=args.like,
-                                     avoid=args.avoid, weights=weights, exact=args.exact)
+            answer = service.answer(query, args.k, filters=filters, moments=args.moments, like=args.like,
+                                    avoid=args.avoid, weights=weights, exact=args.exact)
+            results = answer.results
         else:
             results = service.similar(source, args.k, filters=filters, moments=args.moments)
-        return _print_results(args, results, heading, lambda: service.no_match_message(filters), reading=reading)
+        return _print_results(args, results, heading, lambda: service.no_match_message(filters), answer=answer)
 
     return _run(command, body)
 

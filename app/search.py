@@ -164,24 +164,45 @@ def answer_verdict(results: Sequence[Result]) -> str:
 
 @dataclass(frozen=True)
 class Reading:
-    """A text query as the search reads it: the words it searched for, and which typed words it corrected
-    (muq_model.spelling; none when the query is searched exactly as typed)."""
+    """A text as the search reads it: the words it searched for, and which typed words it corrected
+    (muq_model.spelling; none when the text is searched exactly as typed)."""
 
     text: str
     corrections: tuple[Correction, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A text query's answer: the query and each description to avoid as they were read, and the results."""
+
+    reading: Reading
+    avoided: tuple[Reading, ...]
+    results: list[Result]
+
+    @property
+    def verdict(self) -> str:
+        return answer_verdict(self.results)
+
+    @property
+    def corrections(self) -> tuple[Correction, ...]:
+        """Every word read otherwise than typed, in the query and in the descriptions to avoid, once each."""
+        return tuple(dict.fromkeys(c for r in (self.reading, *self.avoided) for c in r.corrections))
 
     def note(self) -> str:
         """What the CLI and the page say about a corrected query; empty when nothing was corrected."""
         if not self.corrections:
             return ""
+        avoiding = (", not " + ", ".join(f"“{r.text}”" for r in self.avoided)
+                    if any(r.corrections for r in self.avoided) else "")
         fixed = ", ".join(f"“{c.typed}” as “{c.read_as}”" for c in self.corrections)
-        return f"Searched for “{self.text}” (read {fixed})."
+        return f"Searched for “{self.reading.text}”{avoiding} (read {fixed})."
 
-
-def answer_dict(results: Sequence[Result], reading: Reading) -> dict:
-    """A text query's answer as `search --json` and the ``/search`` API give it."""
-    return {"verdict": answer_verdict(results), "searched_for": reading.text,
-            "corrections": [c.to_dict() for c in reading.corrections], "results": [r.to_dict() for r in results]}
+    def to_dict(self) -> dict:
+        """The answer as `search --json` and the ``/search`` API give it."""
+        return {"verdict": self.verdict, "searched_for": self.reading.text,
+                "avoided": [r.text for r in self.avoided],
+                "corrections": [c.to_dict() for c in self.corrections],
+                "results": [r.to_dict() for r in self.results]}
 
 
 @dataclass(frozen=True)
@@ -426,20 +447,22 @@ class SearchService:
 
         return self.query_cache.get_or_compute((self._fingerprint_key, text), compute)
 
-    def search(
+    def answer(
         self, query: str, k: int = 10, *, filters: Filters | None = None, moments: bool = False,
         like: Sequence = (), avoid: Sequence[str] = (), liked: Sequence[int] = (), disliked: Sequence[int] = (),
         weights: QueryWeights | None = None, exact: bool = False,
-    ) -> list[Result]:
-        """Tracks matching a description, best first, each with its calibrated confidence (the verdict on
-        the whole answer: :func:`answer_verdict`). The description, and each one to avoid, is searched as
-        :meth:`read_query` reads it (``exact``: as typed).
+    ) -> Answer:
+        """Tracks matching a description, best first, each with its calibrated confidence, and the verdict on
+        the whole answer. The description, and each one to avoid, is searched as :meth:`read_query` reads it
+        (``exact``: as typed); the answer says how it read them.
 
         A composed query adds reference tracks or files (``like``) and subtracts descriptions to stay away
         from (``avoid``); relevance feedback then moves it towards the tracks marked ``liked`` and away from
         the ``disliked`` ones (:func:`compose`). References and disliked tracks are not returned."""
+        reading = self.read_query(query, exact=exact)
+        avoided = tuple(self.read_query(text, exact=exact) for text in avoid)
         weights = weights or QueryWeights()
-        vector, sentence = self._query_vectors(self.read_query(query, exact=exact).text)
+        vector, sentence = self._query_vectors(reading.text)
         snapshot = self.snapshot()
         exclude: list[int] = []
         references = []
@@ -447,7 +470,7 @@ class SearchService:
             reference, excluded, _ = self._audio_query(snapshot, source)
             references.append(reference)
             exclude.extend(excluded)
-        avoided = [self._query_vectors(self.read_query(text, exact=exact).text)[0] for text in avoid]
+        avoided_vectors = [self._query_vectors(r.text)[0] for r in avoided]
         feedback = {}
         for name, ids in (("liked", liked), ("disliked", disliked)):
             ids = [int(t) for t in ids]
@@ -457,13 +480,18 @@ class SearchService:
             feedback[name] = snapshot.indexes.track_vectors(ids) if ids else np.zeros((0, len(vector)), np.float32)
         exclude.extend(int(t) for t in disliked)
         vector = compose(vector, np.array(references).reshape(-1, len(vector)),
-                         np.array(avoided).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
+                         np.array(avoided_vectors).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
         results = self._search_vector(snapshot, vector, k, filters, moments, exclude=tuple(dict.fromkeys(exclude)))
         calibration = self.calibration()
         confidences = calibration.confidences(
             calibration.known(sentence), snapshot.indexes.track_vectors([r.track_id for r in results]),
             [r.score for r in results])
-        return [dataclasses.replace(r, confidence=float(c)) for r, c in zip(results, confidences, strict=True)]
+        return Answer(reading, avoided,
+                      [dataclasses.replace(r, confidence=float(c)) for r, c in zip(results, confidences, strict=True)])
+
+    def search(self, query: str, k: int = 10, **options) -> list[Result]:
+        """The results of :meth:`answer` alone, for callers that need neither the reading nor the verdict."""
+        return self.answer(query, k, **options).results
 
     def calibration(self) -> Calibration:
         """The null distributions of the running model (its null bank embedded once per model and library)."""

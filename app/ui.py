@@ -38,8 +38,6 @@ from app.search import (
     Result,
     SearchError,
     SearchService,
-    answer_dict,
-    answer_verdict,
     parse_weights,
 )
 
@@ -343,19 +341,19 @@ class Page:
     def refined(self, session: Session, k, moments, cut: str = ""):
         """The answer to the session's query with its references and feedback (app.search.compose)."""
         try:
-            reading = self.service.read_query(session.query, exact=session.exact)
-            results = self.service.search(session.query, int(k), filters=session.filters, moments=bool(moments),
-                                          like=session.like, avoid=session.avoid, liked=session.liked,
-                                          disliked=session.disliked, exact=session.exact)
+            answer = self.service.answer(session.query, int(k), filters=session.filters, moments=bool(moments),
+                                         like=session.like, avoid=session.avoid, liked=session.liked,
+                                         disliked=session.disliked, exact=session.exact)
         except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
             return self.answer([], _message(exc), "search")
+        results = answer.results
         if not results:
             return self.answer([], html.escape(self.service.no_match_message(session.filters)) + cut, "search")
         where = f" with {html.escape(session.filters.describe())}" if session.filters.active else ""
         headline = f"{len(results)} tracks for “{html.escape(session.query)}”{where}{self.refinements(session)}.{cut}"
-        spelling = (f"{html.escape(reading.note())} Tick “Exact wording” to search the words as typed. "
-                    if reading.corrections else "")
-        return self.answer(results, verdict_headline(answer_verdict(results)) + spelling + headline, "search")
+        spelling = (f"{html.escape(answer.note())} Tick “Exact wording” to search the words as typed. "
+                    if answer.corrections else "")
+        return self.answer(results, verdict_headline(answer.verdict) + spelling + headline, "search")
 
     def refinements(self, session: Session) -> str:
         snapshot = self.service.snapshot()
@@ -575,18 +573,17 @@ def _api_endpoints(service: SearchService) -> None:
 
     def search(query: str, k: float = 10, moments: bool = False, filters: str = "", like: str = "",
                avoid: str = "", liked: str = "", disliked: str = "", weights: str = "", exact: bool = False) -> dict:
-        """{"verdict": strong|weak|none, "searched_for": the query as searched, "corrections": [{"typed",
-        "read_as"}], "results": [...]}: tracks matching a description, each with its calibrated confidence;
+        """{"verdict": strong|weak|none, "searched_for": the query as searched, "avoided": the avoid
+        descriptions as searched, "corrections": [{"typed", "read_as"}], "results": [...]}: tracks matching a description, each with its calibrated confidence;
         misspelt words are corrected against the model's caption words unless exact; filters like
         "artist=Bach; year=1990..1999; tag=piano". Composed: like = library track ids ("42, 7"), avoid =
         descriptions ("sad; drums"); feedback: liked / disliked track ids (Rocchio); weights like
         "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
         parsed = Filters.parse(_semicolon_list(filters))
-        reading = service.read_query(query, exact=bool(exact))
-        return answer_dict(service.search(
+        return service.answer(
             query, int(k), filters=parsed, moments=bool(moments), like=_ids(like, "like"),
             avoid=_semicolon_list(avoid), liked=_ids(liked, "liked"),
-            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights), exact=bool(exact)), reading)
+            disliked=_ids(disliked, "disliked"), weights=parse_weights(weights), exact=bool(exact)).to_dict()
 
     def similar(audio: str | None, track_id: str = "", k: float = 10) -> list[dict]:
         """Library tracks that sound like an uploaded clip or a library track id (never itself)."""

@@ -139,7 +139,7 @@ def test_no_match_exits_1_and_names_the_filter_that_excludes_everything(cli_libr
     assert "no track has artist=nobody" in err
     code, out, err = run(capsys, "search", "piano", "--filter", "artist=cleo", "--filter", "album=first", "--json",
                          *options)  # each matches some tracks, together none
-    assert code == 1 and json.loads(out) == {"verdict": "none", "searched_for": "piano", "corrections": [], "results": []}
+    assert code == 1 and json.loads(out) == {"verdict": "none", "searched_for": "piano", "avoided": [], "corrections": [], "results": []}
     assert "artist=cleo, album=first together" in err
     code, out, err = run(capsys, "search", "piano", "--filter", "year=1900..1950", *options)
     assert code == 1 and "no track is from 1900..1950" in err

@@ -19,9 +19,10 @@ def test_the_service_reads_a_slip_as_the_caption_word_and_exact_keeps_it(demo_li
         reading = service.read_query("fast  gitar")
         assert (reading.text, [c.to_dict() for c in reading.corrections]) == (
             "fast guitar", [{"typed": "gitar", "read_as": "guitar"}])
-        assert "read “gitar” as “guitar”" in reading.note()
         assert service.read_query("fast gitar", exact=True).text == "fast gitar"
-        ids = [r.track_id for r in service.search("fast gitar", 10)]
+        answer = service.answer("fast gitar", 10)
+        assert answer.reading == reading and answer.note() == "Searched for “fast guitar” (read “gitar” as “guitar”)."
+        ids = [r.track_id for r in answer.results]
         assert ids == [r.track_id for r in service.search("fast guitar", 10)]
         as_typed = [r.track_id for r in service.search("fast gitar", 10, exact=True)]
         by_vector, _ = rank_tracks(service.snapshot(), service.embed_query("fast gitar"), 10)  # the raw words' vector
@@ -29,6 +30,26 @@ def test_the_service_reads_a_slip_as_the_caption_word_and_exact_keeps_it(demo_li
         assert service.status()["spelling_words"] == len(model.caption_words) > 100
     finally:
         service.close()
+
+
+def test_descriptions_to_avoid_are_read_and_their_corrections_reported(demo_library, capsys):
+    setup, model = demo_library
+    service = SearchService(setup.library_dir, model, model_name=setup.model)
+    try:
+        answer = service.answer("fast guitar", 10, avoid=["sad pianno"])
+        assert [r.text for r in answer.avoided] == ["sad piano"]
+        assert [c.to_dict() for c in answer.corrections] == [{"typed": "pianno", "read_as": "piano"}]
+        assert answer.note() == "Searched for “fast guitar”, not “sad piano” (read “pianno” as “piano”)."
+        assert [r.track_id for r in answer.results] == [
+            r.track_id for r in service.search("fast guitar", 10, avoid=["sad piano"])]
+        exact = service.answer("fast guitar", 10, avoid=["sad pianno"], exact=True)
+        assert ([r.text for r in exact.avoided], exact.corrections) == (["sad pianno"], ())
+    finally:
+        service.close()
+    assert main(["--library", str(setup.library_dir), "--json", "search", "fast guitar", "--not", "sad pianno"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["searched_for"], out["avoided"]) == ("fast guitar", ["sad piano"])
+    assert out["corrections"] == [{"typed": "pianno", "read_as": "piano"}]
 
 
 def test_the_cli_says_what_it_searched_for(demo_library, capsys):
