@@ -31,6 +31,9 @@ def add_arguments_train(parser: argparse.ArgumentParser) -> None:
                         help="with --init-config: start the audio tower's MuQ from this standalone MuQ checkpoint "
                         "(`muqsearch pretrain` output) of the same architecture; the rest starts fresh")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/training_state.pt if present")
+    parser.add_argument("--feature-cache", metavar="DIR",
+                        help="keep the feature pass in DIR and reuse it when a later run has the same data, mel "
+                             "settings and frozen parts (a few GB for thousands of tracks)")
     group = add_schedule_arguments(parser, batch_size=32, crop_seconds=5.0)
     group.add_argument("--captions-per-step", type=int, default=1,
                        help="captions drawn per audio crop; the loss averages over them")
@@ -179,7 +182,7 @@ def run_train(args: argparse.Namespace) -> int:
             lambda path: load_audio(path, sample_rate=model.sample_rate),
             eval_items=eval_items,
             evaluate=lambda text, audio, relevant: evaluate_embeddings(text, audio, relevant, n_bootstrap=0),
-            resume=args.resume,
+            resume=args.resume, feature_cache=args.feature_cache,
         )
     except ValueError as exc:  # bad data (DataError), or a setting the model or data cannot train with
         print(f"muqsearch train: {exc}", file=sys.stderr)

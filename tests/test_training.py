@@ -4,6 +4,7 @@ bad rows and files are skipped, and two torchrun ranks match one process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from functools import partial
@@ -256,6 +257,59 @@ def test_resume_continues_exactly(tmp_path, dataset, with_labels):
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "train_log.jsonl").read_text().splitlines()]
     assert steps == [5, 8]
     assert resumed.caption_words == straight.caption_words  # counted once, however many runs it took
+
+
+def test_a_feature_cache_is_read_back_only_for_the_same_inputs(tmp_path, dataset, capsys):
+    """--feature-cache: a second run on the same data reads the pass instead of decoding the audio again and
+    trains exactly as the first; another caption, a touched file or another frozen stem make a new pass."""
+    from muq_model.training.features import prepare_features
+
+    decoded = []
+
+    def counting_load(path):
+        decoded.append(Path(path).name)
+        return load(path)
+
+    items = read_pairs(dataset)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    items.append(TrainItem(broken, ["broken chords"]))
+    cache = tmp_path / "cache"
+    runs = []
+    for run in ("first", "second"):
+        torch.manual_seed(0)
+        model = MuQMuLan(tiny_config())
+        runs.append(train(model, items, tmp_path / run, quick_config(steps=6), counting_load, feature_cache=cache))
+    assert len(decoded) == 7 and len(list(cache.glob("features-*.pt"))) == 1  # the second run decoded nothing
+    out = capsys.readouterr().out
+    assert "features: 6 items read from" in out and out.count(f"skipped {broken}") == 2
+    assert runs[0].losses == runs[1].losses
+    first = MuQMuLan.from_pretrained(tmp_path / "first")
+    second = MuQMuLan.from_pretrained(tmp_path / "second")
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+    model = MuQMuLan(tiny_config()).eval()
+    model.freeze(audio=True, stem=True, text=True)
+    kept, features = prepare_features(model, items[:6], load, frozen_stem=True, cache=cache)
+    again_kept, again = prepare_features(model, items[:6], counting_load, frozen_stem=True, cache=cache)
+    assert again_kept == kept and len(decoded) == 7
+    assert all(torch.equal(a, b) for a, b in zip(features.audio, again.audio, strict=True))
+    assert all(torch.equal(a, b) for x, y in zip(features.texts, again.texts, strict=True)
+               for a, b in zip(x, y, strict=True))
+    with torch.no_grad():
+        next(model.text.transformer.parameters()).add_(1.0)  # trained, not cached: the same pass
+    prepare_features(model, items[:6], counting_load, frozen_stem=True, cache=cache)
+    assert len(decoded) == 7
+    changes = [
+        lambda: items[0].captions.append("another caption"),
+        lambda: os.utime(items[1].audio, ns=(0, 0)),
+        lambda: model.audio.model.conv.conv[0].conv1.weight.data.add_(1.0),
+    ]
+    for n, change in enumerate(changes):
+        change()
+        prepare_features(model, items[:6], counting_load, frozen_stem=True, cache=cache)
+        assert len(decoded) == 7 + 6 * (n + 1), n
 
 
 def test_undecodable_files_are_skipped_and_reported(tmp_path, dataset, capsys):

@@ -150,8 +150,10 @@ def train(
     eval_items: Sequence[TrainItem] = (),
     evaluate: Callable | None = None,
     resume: bool = False,
+    feature_cache: str | Path | None = None,
 ) -> TrainResult:
     """Train `model` (a MuQMuLan) in place; write checkpoints, a JSONL log and the final model to `out`.
+    `feature_cache`: a folder where the feature pass is kept for later runs on the same data (features.py).
 
     Under torchrun, call after torch.distributed.init_process_group; rank 0 writes all files.
     """
@@ -179,7 +181,8 @@ def train(
     loss = ContrastiveLoss(config.init_temperature, max_temperature=config.max_temperature,
                            decoupled=mulan.decoupled_contrastive_learning)
     model.eval()  # cached stem features use BatchNorm running statistics, as at inference
-    kept, features = prepare_features(model, items, load_audio, frozen_stem=cache_stem, progress=rank == 0)
+    kept, features = prepare_features(model, items, load_audio, frozen_stem=cache_stem, progress=rank == 0,
+                                      cache=Path(feature_cache) if feature_cache else None)
     if len(kept) < 2:
         raise ValueError(f"need at least 2 decodable training items, got {len(kept)}")
     # The words the text side learns, kept with the model for query spelling. A word's count is the larger of
