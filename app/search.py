@@ -480,7 +480,8 @@ class SearchService:
             feedback[name] = snapshot.indexes.track_vectors(ids) if ids else np.zeros((0, len(vector)), np.float32)
         exclude.extend(int(t) for t in disliked)
         vector = compose(vector, np.array(references).reshape(-1, len(vector)),
-                         np.array(avoided_vectors).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"], weights)
+                         np.array(avoided_vectors).reshape(-1, len(vector)), feedback["liked"], feedback["disliked"],
+                         weights)
         results = self._search_vector(snapshot, vector, k, filters, moments, exclude=tuple(dict.fromkeys(exclude)))
         calibration = self.calibration()
         confidences = calibration.confidences(

@@ -574,8 +574,9 @@ def _api_endpoints(service: SearchService) -> None:
     def search(query: str, k: float = 10, moments: bool = False, filters: str = "", like: str = "",
                avoid: str = "", liked: str = "", disliked: str = "", weights: str = "", exact: bool = False) -> dict:
         """{"verdict": strong|weak|none, "searched_for": the query as searched, "avoided": the avoid
-        descriptions as searched, "corrections": [{"typed", "read_as"}], "results": [...]}: tracks matching a description, each with its calibrated confidence;
-        misspelt words are corrected against the model's caption words unless exact; filters like
+        descriptions as searched, "corrections": [{"typed", "read_as"}], "results": [...]}: tracks matching a
+        description, each with its calibrated confidence; misspelt words are corrected against the model's
+        caption words unless exact; filters like
         "artist=Bach; year=1990..1999; tag=piano". Composed: like = library track ids ("42, 7"), avoid =
         descriptions ("sad; drums"); feedback: liked / disliked track ids (Rocchio); weights like
         "like=0.5, gamma=0.5" (app.search.QueryWeights)."""
