@@ -1,6 +1,7 @@
 """Does the demo model understand wording no caption template wrote? Top-3 precision on held-out paraphrases.
 
-    python -m evaluation.paraphrase [--model DIR] [--queries FILE] [--exact] [--json] [--out report.json]
+    python -m evaluation.paraphrase [--model DIR] [--queries FILE ... | --validation] [--against DIR] [--exact]
+                                    [--json] [--out report.json]
 
 Five sets of queries (JSONL ``{"query", "attributes"}``: synonyms, paraphrases, one-word queries, long
 sentences and misspellings, written apart from the caption templates and never used for training):
@@ -16,6 +17,9 @@ carry its named value), every miss with what its top 3 carry, and the centroid o
 (``centroid_oracle``): the score of an oracle text side, showing which kinds the audio vectors, not the
 wording, hold back, and per attribute kind the agreement of each clip's 5 nearest clips
 (``audio_neighbours``): what the audio vectors hear.
+Several ``--queries`` files (``--validation``: the four validation sets) are scored pooled, with each
+set's share beside it, as models are chosen; ``--against DIR`` scores a second model on the same queries
+and reports the paired difference (bootstrap over queries) and how many queries it fixes and breaks.
 The clips' vectors are the prebuilt demo library's when the model makes the same vectors (its
 fingerprint), else the model embeds the clips (minutes on a CPU).
 """
@@ -34,6 +38,7 @@ VALIDATION = QUERIES.with_name("paraphrase_validation.jsonl")
 VALIDATION_2 = QUERIES.with_name("paraphrase_validation_2.jsonl")
 VALIDATION_3 = QUERIES.with_name("paraphrase_validation_3.jsonl")
 VALIDATION_4 = QUERIES.with_name("paraphrase_validation_4.jsonl")
+VALIDATION_SETS = (VALIDATION, VALIDATION_2, VALIDATION_3, VALIDATION_4)
 TOP = 3
 
 
@@ -82,6 +87,16 @@ def score(text_vectors: np.ndarray, clip_vectors: np.ndarray, clip_attributes: l
     return {"queries": len(queries), "k": k,
             "passed": bootstrap_interval(lambda i: passed[i].mean(), len(passed), n_bootstrap=n_bootstrap),
             "per_kind": kinds, "misses": [q for q in per_query if not q["passed"]]}
+
+
+def compare(passed: np.ndarray, other: np.ndarray, *, n_bootstrap: int = 1000) -> dict:
+    """Paired comparison of two models on the same queries (per-query pass as 0/1, row for row): the
+    difference in share with a bootstrap CI over queries, and the queries one passes and the other misses."""
+    from evaluation.metrics import bootstrap_interval
+
+    difference = np.asarray(passed, float) - np.asarray(other, float)
+    return {"difference": bootstrap_interval(lambda i: difference[i].mean(), len(difference), n_bootstrap=n_bootstrap),
+            "fixed": int((difference > 0).sum()), "broken": int((difference < 0).sum())}
 
 
 def centroid_oracle(clip_vectors: np.ndarray, clip_attributes: list[dict],
@@ -145,40 +160,70 @@ def clip_vectors(model, records: list[dict]) -> tuple[np.ndarray, str]:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), source
 
 
+def model_report(model, records: list[dict], queries: list[tuple[str, dict[str, str]]], *, exact: bool) -> dict:
+    """``score`` for one model, the queries read as the search reads them unless ``exact``, with where the
+    clip vectors came from, the corrections made, the centroid oracle and what the audio vectors hear."""
+    from muq_model.spelling import Speller
+
+    vectors, source = clip_vectors(model, records)
+    speller = None if exact else Speller.for_model(model)
+    searched = [speller.correct(q)[0] if speller else q for q, _ in queries]
+    text = model.embed_text(searched).float().numpy()
+    attributes = [r["attributes"] for r in records]
+    oracle = centroid_oracle(vectors, attributes, queries)
+    return dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
+                clips=len(records), clip_vectors=source, spelling="corrected" if speller else "as typed",
+                corrected={q: s for (q, _), s in zip(queries, searched, strict=True) if s != q},
+                centroid_oracle={"passed": oracle["passed"],
+                                 "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}},
+                audio_neighbours=neighbour_agreement(vectors, attributes))
+
+
+def passes(report: dict, queries: list[tuple[str, dict[str, str]]]) -> np.ndarray:
+    """1.0 per query that passed, 0.0 per miss, in query order."""
+    missed = {m["query"] for m in report["misses"]}
+    return np.array([q not in missed for q, _ in queries], float)
+
+
 def main(argv: list[str] | None = None) -> int:
     import data.demo
     from muq_model import MuQMuLan
-    from muq_model.spelling import Speller
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=data.demo.DEMO_MODEL_DIR, help="the model (default: %(default)s)")
-    parser.add_argument("--queries", type=Path, default=QUERIES, help="the query set (default: %(default)s)")
+    sets = parser.add_mutually_exclusive_group()
+    sets.add_argument("--queries", type=Path, action="append", metavar="FILE",
+                      help=f"a query set; repeat to pool several (default: {QUERIES})")
+    sets.add_argument("--validation", action="store_true", help="the four validation sets, pooled")
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="another model scored on the same queries: the paired difference, fixed and broken")
     parser.add_argument("--exact", action="store_true",
                         help="embed the queries as typed; by default misspelt words are corrected as the search "
                              "corrects them (muq_model.spelling)")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the summary")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
+    paths = list(VALIDATION_SETS) if args.validation else args.queries or [QUERIES]
     try:
-        queries = read_queries(args.queries)
+        by_set = {path: read_queries(path) for path in paths}
     except (OSError, ValueError) as exc:
         print(f"evaluation.paraphrase: {exc}", file=sys.stderr)
         return 2
-    model = MuQMuLan.from_pretrained(args.model).eval()
+    queries = [q for path in paths for q in by_set[path]]
+    if len({q for q, _ in queries}) < len(queries):
+        print("evaluation.paraphrase: the query sets share a query; pool sets without repeats", file=sys.stderr)
+        return 2
     records = data.demo.load_records()
-    vectors, source = clip_vectors(model, records)
-    speller = None if args.exact else Speller.for_model(model)
-    searched = [speller.correct(q)[0] if speller else q for q, _ in queries]
-    text = model.embed_text(searched).float().numpy()
-    attributes = [r["attributes"] for r in records]
-    oracle = centroid_oracle(vectors, attributes, queries)
-    report = dict(score(text / np.linalg.norm(text, axis=1, keepdims=True), vectors, attributes, queries),
-                  model=str(args.model), clips=len(records), clip_vectors=source,
-                  spelling="corrected" if speller else "as typed",
-                  corrected={q: s for (q, _), s in zip(queries, searched, strict=True) if s != q},
-                  centroid_oracle={"passed": oracle["passed"],
-                                   "per_kind": {kind: e["value"] for kind, e in oracle["per_kind"].items()}},
-                  audio_neighbours=neighbour_agreement(vectors, attributes))
+    report = dict(model_report(MuQMuLan.from_pretrained(args.model).eval(), records, queries, exact=args.exact),
+                  model=str(args.model))
+    passed = passes(report, queries)
+    bounds = np.cumsum([0] + [len(by_set[path]) for path in paths])
+    report["per_set"] = {str(path): {"queries": int(b - a), "passed": float(passed[a:b].mean())}
+                         for path, a, b in zip(paths, bounds[:-1], bounds[1:], strict=True)}
+    if args.against:
+        other = model_report(MuQMuLan.from_pretrained(args.against).eval(), records, queries, exact=args.exact)
+        report["against"] = dict(compare(passed, passes(other, queries)), model=str(args.against),
+                                 passed=other["passed"])
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     if args.json:
@@ -186,8 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = report["passed"]
     print(f"{args.model}: {p['value']:.3f} [95% CI {p['ci_low']:.3f}, {p['ci_high']:.3f}] of {len(queries)} "
-          f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, {source}; "
-          f"queries {report['spelling']}, {len(report['corrected'])} corrected)")
+          f"paraphrase queries have every named attribute in all top {TOP} ({len(records)} clips, "
+          f"{report['clip_vectors']}; queries {report['spelling']}, {len(report['corrected'])} corrected)")
+    if len(paths) > 1:
+        for path, entry in report["per_set"].items():
+            print(f"  {Path(path).name}: {entry['passed']:.3f} of {entry['queries']}")
+    if args.against:
+        a, d = report["against"], report["against"]["difference"]
+        print(f"against {a['model']}: {a['passed']['value']:.3f}; paired difference {d['value']:+.3f} "
+              f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], {a['fixed']} queries fixed, {a['broken']} broken")
     c = report["centroid_oracle"]
     for kind, entry in report["per_kind"].items():
         print(f"  {kind:<10} {entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}] "

@@ -17,10 +17,13 @@ from evaluation.paraphrase import (
     VALIDATION_3,
     VALIDATION_4,
     centroid_oracle,
+    compare,
+    main,
     neighbour_agreement,
     read_queries,
     score,
 )
+from tests.helpers import needs_demo
 
 
 @pytest.mark.parametrize("path", [QUERIES, VALIDATION, VALIDATION_2, VALIDATION_3, VALIDATION_4])
@@ -98,3 +101,33 @@ def test_neighbour_agreement_sees_what_the_vectors_separate_and_nothing_else():
     assert heard["instrument"]["agreement"] == 1.0
     assert heard["instrument"]["chance"] == pytest.approx(39 / 119)
     assert abs(heard["loudness"]["agreement"] - heard["loudness"]["chance"]) < 0.1
+
+
+def test_a_paired_comparison_counts_what_one_model_fixes_and_breaks():
+    report = compare(np.array([1, 1, 0, 1, 0, 1]), np.array([1, 0, 1, 0, 0, 1]), n_bootstrap=200)
+    assert (report["fixed"], report["broken"]) == (2, 1)
+    assert report["difference"]["value"] == pytest.approx(1 / 6)
+    assert report["difference"]["ci_low"] <= 1 / 6 <= report["difference"]["ci_high"]
+
+
+@needs_demo
+def test_sets_are_pooled_with_each_sets_share_and_a_model_compared_with_another(tmp_path, capsys):
+    import data.demo
+
+    out = tmp_path / "report.json"
+    assert main(["--queries", str(VALIDATION_2), "--queries", str(VALIDATION_3), "--exact",
+                 "--against", str(data.demo.DEMO_MODEL_DIR), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    per_set = report["per_set"]
+    assert [entry["queries"] for entry in per_set.values()] == [len(read_queries(VALIDATION_2)),
+                                                                len(read_queries(VALIDATION_3))]
+    assert report["queries"] == sum(entry["queries"] for entry in per_set.values())
+    pooled = sum(entry["passed"] * entry["queries"] for entry in per_set.values()) / report["queries"]
+    assert report["passed"]["value"] == pytest.approx(pooled)
+    assert report["queries"] - len(report["misses"]) == round(pooled * report["queries"])
+    against = report["against"]  # the same model: nothing fixed, nothing broken
+    assert (against["fixed"], against["broken"], against["difference"]["value"]) == (0, 0, 0.0)
+    assert against["passed"]["value"] == report["passed"]["value"]
+    assert "paraphrase_validation_3.jsonl:" in capsys.readouterr().out
+    assert main(["--queries", str(VALIDATION_2), "--queries", str(VALIDATION_2)]) == 2
+    assert "share a query" in capsys.readouterr().err
