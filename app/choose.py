@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,11 +191,21 @@ def install_prebuilt(setup: Setup, fingerprint: dict, model_name: str) -> Prebui
     return Prebuilt(len(listed), len(verified))
 
 
-def index_if_needed(setup: Setup, model, model_name: str, *, progress: bool = True):
+def demo_library_fits(setup: Setup, model) -> bool:
+    """Whether the setup's demo library exists and holds this model's vectors (True for any other setup):
+    the read commands set the demo library up only when it does not, the indexer's check costs seconds."""
+    if setup.demo is None:
+        return True
+    stored = library_fingerprint(setup.library_dir)
+    return stored is not None and same_vectors(stored, model.fingerprint())
+
+
+def index_if_needed(setup: Setup, model, model_name: str, *, progress: bool = True, notes=None):
     """Bring the setup's library up to date with its folders (the demo music) and return the run's
     IndexSummary (None without folders). The demo library starts from the prebuilt one when it fits
     (seconds), else from a full run (minutes); afterwards the run is a quick no-op check (the indexer
-    skips unchanged files)."""
+    skips unchanged files). What it says goes to ``notes`` (default stdout; stderr for commands whose
+    stdout is their answer)."""
     if not setup.index_roots:
         return None
     from indexer.pipeline import Indexer, IndexOptions
@@ -212,9 +223,10 @@ def index_if_needed(setup: Setup, model, model_name: str, *, progress: bool = Tr
             prebuilt = install_prebuilt(setup, fingerprint, model_name)
     with Library.open(setup.library_dir, create=True) as library:
         if progress and prebuilt is not None:
-            print(_prebuilt_note(setup, prebuilt), flush=True)
+            print(_prebuilt_note(setup, prebuilt), file=notes or sys.stdout, flush=True)
         elif progress and library.generation == 0:
-            print(f"Indexing the demo library into {setup.library_dir} (first start only)…", flush=True)
+            print(f"Indexing the demo library into {setup.library_dir} (first start only)…", file=notes or sys.stdout,
+                  flush=True)
         options = IndexOptions(prune=True, progress=progress)
         return Indexer(library, model, model_name, options).run(list(setup.index_roots))
 

@@ -27,7 +27,9 @@ def _fail(command: str, message: str) -> int:
 
 
 def _open_service(args, *, index: bool = False):
-    """(service, setup, model label) for the library and model the global options (or defaults) name."""
+    """(service, setup) for the library and model the global options (or defaults) name. `index`: bring the
+    library up to date with its folders (serve, demo); the other commands set the demo library up only when
+    it is missing or made by another model."""
     from app import choose
     from app.search import SearchService, ServiceLimits
     from muq_model import MuQMuLan
@@ -41,6 +43,8 @@ def _open_service(args, *, index: bool = False):
     model = MuQMuLan.from_pretrained(setup.model, device=device, precision=precision).eval()
     if index:
         choose.index_if_needed(setup, model, setup.model)
+    elif not choose.demo_library_fits(setup, model):  # a first search before any serve, or a new demo model
+        choose.index_if_needed(setup, model, setup.model, notes=sys.stderr)
     limits = ServiceLimits()
     if getattr(args, "max_upload_mb", None):
         limits.max_upload_bytes = int(args.max_upload_mb * 2**20)

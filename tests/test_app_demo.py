@@ -5,6 +5,7 @@ runs and how to switch."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -53,6 +54,24 @@ def test_demo_command_indexes_once_then_reuses_the_library(demo_world, capsys):
     assert main(["demo", "-k", "1"]) == 0
     with Library.open(library) as lib:
         assert lib.generation == generation  # nothing re-indexed the second time
+
+
+def test_a_first_search_sets_the_demo_library_up_and_keeps_stdout_for_the_answer(demo_world, capsys):
+    """No serve or demo before it: `search` installs the demo library itself (it used to tell the user to
+    index ~/Music into it), says so on stderr, and --json stays one object on stdout."""
+    from indexer.vectors import Library
+
+    assert main(["--json", "search", "slow sad piano", "-k", "2"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == 2
+    assert "Indexing the demo library into" in captured.err
+    with Library.open(demo_world / "home" / "muqsearch" / "demo-library") as lib:
+        generation, tracks = lib.generation, lib.catalog.counts()["tracks"]
+    assert tracks == 4
+    assert main(["--json", "search", "fast drums", "-k", "1"]) == 0
+    assert "demo library" not in capsys.readouterr().err  # set up once: the next command only reads it
+    with Library.open(demo_world / "home" / "muqsearch" / "demo-library") as lib:
+        assert lib.generation == generation
 
 
 def test_an_explicit_library_or_model_is_not_the_demo(demo_world, tmp_path):
