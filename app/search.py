@@ -430,11 +430,11 @@ class SearchService:
 
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) unit vector of a text query, from the LRU cache when this model has seen it before."""
-        return self._query_vectors(text)[0]
+        return self._query_vectors(check_query(text, self.limits.max_query_chars))[0]
 
     def _query_vectors(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(shared-space vector, text-encoder sentence vector) of a query, cached; one encoder pass."""
-        text = check_query(text, self.limits.max_query_chars)
+        """(shared-space vector, text-encoder sentence vector) of a query already checked (by ``embed_query``
+        or ``read_query``, whose correction may make it a little longer than typed), cached; one encoder pass."""
         try:
             require_tokenizer(self.model)
         except TextsUnavailable as exc:

@@ -32,6 +32,22 @@ def test_the_service_reads_a_slip_as_the_caption_word_and_exact_keeps_it(demo_li
         service.close()
 
 
+def test_a_query_at_the_length_limit_is_searched_even_when_its_correction_is_longer(demo_library):
+    """The limit bounds what the user types: "gitar" read as "guitar" must not push it over."""
+    from app.search import ServiceLimits
+
+    setup, model = demo_library
+    query = "fast gitar"
+    service = SearchService(setup.library_dir, model, model_name=setup.model,
+                            limits=ServiceLimits(max_query_chars=len(query)))
+    try:
+        answer = service.answer(query, 3, avoid=["sad pianno"[: len(query)]])
+        assert answer.reading.text == "fast guitar" and [r.text for r in answer.avoided] == ["sad piano"]
+        assert len(answer.results) == 3
+    finally:
+        service.close()
+
+
 def test_descriptions_to_avoid_are_read_and_their_corrections_reported(demo_library, capsys):
     setup, model = demo_library
     service = SearchService(setup.library_dir, model, model_name=setup.model)
