@@ -191,13 +191,11 @@ def install_prebuilt(setup: Setup, fingerprint: dict, model_name: str) -> Prebui
     return Prebuilt(len(listed), len(verified))
 
 
-def demo_library_fits(setup: Setup, model) -> bool:
-    """Whether the setup's demo library exists and holds this model's vectors (True for any other setup):
-    the read commands set the demo library up only when it does not, the indexer's check costs seconds."""
-    if setup.demo is None:
-        return True
-    stored = library_fingerprint(setup.library_dir)
-    return stored is not None and same_vectors(stored, model.fingerprint())
+def demo_library_fits(setup: Setup, stored: dict | None, model) -> bool:
+    """Whether the setup's demo library exists and holds this model's vectors (its ``stored`` fingerprint,
+    :func:`library_fingerprint`; True for any other setup): the read commands set the demo library up only
+    when it does not, the indexer's check costs seconds."""
+    return setup.demo is None or (stored is not None and same_vectors(stored, model.fingerprint()))
 
 
 def index_if_needed(setup: Setup, model, model_name: str, *, progress: bool = True, notes=None):

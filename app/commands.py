@@ -43,7 +43,7 @@ def _open_service(args, *, index: bool = False):
     model = MuQMuLan.from_pretrained(setup.model, device=device, precision=precision).eval()
     if index:
         choose.index_if_needed(setup, model, setup.model)
-    elif not choose.demo_library_fits(setup, model):  # a first search before any serve, or a new demo model
+    elif not choose.demo_library_fits(setup, stored, model):  # a first search before any serve, or a new demo model
         choose.index_if_needed(setup, model, setup.model, notes=sys.stderr)
     limits = ServiceLimits()
     if getattr(args, "max_upload_mb", None):
